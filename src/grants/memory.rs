@@ -1,0 +1,115 @@
+//! Grant state in this process's memory: for `dev`, for tests, and as the cache in front
+//! of the Kubernetes-backed store.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use jiff::Timestamp;
+
+use super::{GrantError, GrantRecord, GrantStore, Refresh, decide};
+
+/// Entries beyond which expired ones are swept on the next write.
+const SWEEP_AT: usize = 4096;
+
+#[derive(Default)]
+struct State {
+    codes: HashMap<String, Timestamp>,
+    grants: HashMap<String, GrantRecord>,
+}
+
+/// Grant state held in memory.
+#[derive(Default)]
+pub struct MemoryGrants {
+    state: Mutex<State>,
+}
+
+impl MemoryGrants {
+    /// An empty store.
+    pub fn new() -> MemoryGrants {
+        MemoryGrants::default()
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        let mut guard = match self.state.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&mut guard)
+    }
+
+    /// Number of grant records held, for tests and metrics.
+    pub fn grant_count(&self) -> usize {
+        self.with(|s| s.grants.len())
+    }
+}
+
+fn key(connector: &str, id: &str) -> String {
+    format!("{connector}\u{0}{id}")
+}
+
+fn sweep(state: &mut State, now: Timestamp) {
+    if state.codes.len() > SWEEP_AT {
+        state.codes.retain(|_, exp| *exp > now);
+    }
+    if state.grants.len() > SWEEP_AT {
+        state.grants.retain(|_, g| g.expires > now);
+    }
+}
+
+impl GrantStore for MemoryGrants {
+    fn redeem_code<'a>(
+        &'a self,
+        connector: &'a str,
+        code_id: &'a str,
+        expires: Timestamp,
+    ) -> BoxFuture<'a, Result<bool, GrantError>> {
+        let first = self.with(|s| {
+            sweep(s, Timestamp::now());
+            s.codes.insert(key(connector, code_id), expires).is_none()
+        });
+        async move { Ok(first) }.boxed()
+    }
+
+    fn refresh<'a>(
+        &'a self,
+        connector: &'a str,
+        grant: &'a str,
+        presented: u64,
+        now: Timestamp,
+        expires: Timestamp,
+    ) -> BoxFuture<'a, Result<Refresh, GrantError>> {
+        let outcome = self.with(|s| {
+            sweep(s, now);
+            let k = key(connector, grant);
+            let (outcome, record) = decide(s.grants.get(&k), presented, now, expires);
+            s.grants.insert(k, record);
+            outcome
+        });
+        async move { Ok(outcome) }.boxed()
+    }
+
+    fn revoke<'a>(
+        &'a self,
+        connector: &'a str,
+        grant: &'a str,
+        until: Timestamp,
+    ) -> BoxFuture<'a, Result<(), GrantError>> {
+        self.with(|s| {
+            let record = s.grants.entry(key(connector, grant)).or_insert(GrantRecord {
+                generation: 0,
+                rotated_at: until,
+                expires: until,
+                revoked: true,
+            });
+            record.revoked = true;
+            record.expires = record.expires.max(until);
+        });
+        async move { Ok(()) }.boxed()
+    }
+
+    fn is_revoked(&self, connector: &str, grant: &str) -> bool {
+        self.with(|s| s.grants.get(&key(connector, grant)).is_some_and(|g| g.revoked))
+    }
+}

@@ -1,0 +1,192 @@
+//! The embedded OAuth 2.1 authorization server and the routes MCP clients use, one file per
+//! endpoint. [`router`] builds the whole HTTP surface so tests drive it in-process.
+
+pub mod access_token;
+pub mod authorize;
+pub mod callback;
+pub mod cimd;
+pub mod client;
+pub mod discovery;
+pub mod error;
+pub mod redirect;
+pub mod register;
+pub mod revoke;
+pub mod seal;
+pub mod token;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts};
+use axum::http::{HeaderName, Method, header, request::Parts};
+use axum::routing::{any, get, post};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::base_url::BaseUrl;
+use crate::clock::Clock;
+use crate::grants::GrantStore;
+use crate::keys::{Connector, KeyStore};
+use crate::keys::store::Route;
+use crate::upstream::oidc::OidcClient;
+
+pub use error::{ErrorCode, OAuthError};
+
+/// Largest form or JSON body accepted on the OAuth routes.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Everything the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// Connectors, their settings and keys.
+    pub store: KeyStore,
+    /// Redeemed codes, refresh generations, revocations.
+    pub grants: Arc<dyn GrantStore>,
+    /// The time.
+    pub clock: Clock,
+    /// Fetches Client ID Metadata Documents.
+    pub cimd: Arc<cimd::CimdFetcher>,
+    /// Talks to upstream OpenID providers.
+    pub oidc: Arc<OidcClient>,
+    /// Talks to MCP servers; no overall timeout, since event streams are long-lived.
+    pub proxy_http: reqwest::Client,
+    /// Limits registrations per client address.
+    pub register_limit: Arc<register::RateLimit>,
+}
+
+impl AppState {
+    /// State with the given store and grants, and network clients built for production.
+    pub fn new(store: KeyStore, grants: Arc<dyn GrantStore>, clock: Clock) -> AppState {
+        AppState::with_cimd(store, grants, clock, cimd::FetcherConfig::default())
+    }
+
+    /// Like [`AppState::new`], with a CIMD fetcher configuration (tests allow loopback).
+    pub fn with_cimd(
+        store: KeyStore,
+        grants: Arc<dyn GrantStore>,
+        clock: Clock,
+        cimd: cimd::FetcherConfig,
+    ) -> AppState {
+        let upstream_http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
+        let proxy_http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .unwrap_or_default();
+
+        AppState {
+            store,
+            grants,
+            clock,
+            cimd: Arc::new(cimd::CimdFetcher::new(cimd)),
+            oidc: Arc::new(OidcClient::new(upstream_http)),
+            proxy_http,
+            register_limit: Arc::new(register::RateLimit::default()),
+        }
+    }
+}
+
+/// The connector a request is for, and the base URL it was reached at.
+pub struct Served {
+    /// The connector.
+    pub connector: Arc<Connector>,
+    /// Its base URL as reached (in `dev`, the loopback name used).
+    pub base: BaseUrl,
+}
+
+impl FromRequestParts<AppState> for Served {
+    type Rejection = OAuthError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, OAuthError> {
+        let host = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| parts.uri.authority().map(|a| a.as_str()));
+
+        // Routing by host, with a 404 for unknown hosts, is the DNS-rebinding defence
+        // together with the Origin check on /mcp.
+        match state.store.route(host, true) {
+            Route::Serve(connector, base) => Ok(Served { connector, base }),
+            Route::Unavailable(why) => Err(OAuthError::new(
+                ErrorCode::TemporarilyUnavailable,
+                format!("no issuer is advertised: {why}"),
+            )),
+            Route::Unknown => Err(OAuthError::new(
+                ErrorCode::NotFound,
+                "no MCP connector is served on this host",
+            )),
+        }
+    }
+}
+
+/// The client's address, when the server was started with connection info.
+pub fn peer_ip(parts: &Parts) -> Option<IpAddr> {
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ci| ci.0.ip())
+}
+
+/// The request headers MCP clients send that browsers must be allowed to send.
+const MCP_HEADERS: [&str; 7] = [
+    "authorization",
+    "content-type",
+    "accept",
+    "mcp-protocol-version",
+    "mcp-session-id",
+    "mcp-method",
+    "mcp-name",
+];
+
+fn cors() -> CorsLayer {
+    let mut allow: Vec<HeaderName> = MCP_HEADERS.iter().map(|h| HeaderName::from_static(h)).collect();
+    allow.push(HeaderName::from_static("last-event-id"));
+
+    // No cookies or credentials cross origins; /mcp checks the Origin itself before
+    // forwarding anything, so mirroring the origin here only lets the browser read answers.
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::mirror_request())
+        .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::DELETE, Method::OPTIONS])
+        .allow_headers(allow)
+        .expose_headers([
+            header::WWW_AUTHENTICATE,
+            HeaderName::from_static("mcp-session-id"),
+            HeaderName::from_static("mcp-protocol-version"),
+        ])
+        .max_age(Duration::from_secs(86_400))
+}
+
+/// The OAuth server and `/mcp`, all routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/.well-known/oauth-protected-resource", get(discovery::protected_resource))
+        .route("/.well-known/oauth-protected-resource/mcp", get(discovery::protected_resource))
+        .route("/.well-known/oauth-authorization-server", get(discovery::authorization_server))
+        .route("/.well-known/openid-configuration", get(discovery::openid_configuration))
+        .route("/jwks.json", get(discovery::jwks))
+        .route("/register", post(register::register))
+        .route("/authorize", get(authorize::authorize))
+        .route("/login", post(authorize::login))
+        .route("/oauth/callback", get(callback::callback))
+        .route("/token", post(token::token))
+        .route("/revoke", post(revoke::revoke))
+        .route("/mcp", any(crate::proxy::mcp))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(cors())
+        .with_state(state)
+}
+
+async fn not_found() -> OAuthError {
+    OAuthError::new(ErrorCode::NotFound, "no such route")
+}
+
+async fn method_not_allowed() -> OAuthError {
+    OAuthError::invalid_request("method not allowed on this route")
+        .with_status(axum::http::StatusCode::METHOD_NOT_ALLOWED)
+}

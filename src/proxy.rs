@@ -1,0 +1,185 @@
+//! `/mcp`: the protected resource. A request with a valid bearer token is proxied to the
+//! connector's MCP server, streaming both ways; anything else gets the RFC 6750 challenge
+//! that starts a client's login (RFC 9728 5.1).
+
+use axum::body::{Body, HttpBody};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::oauth::access_token::{AccessClaims, TokenProblem, verify};
+use crate::oauth::{AppState, ErrorCode, OAuthError, Served};
+
+/// Headers that carry the verified identity to the MCP server. Any the client sends are
+/// dropped, so the MCP server can trust them.
+pub const USER_HEADER: &str = "x-mcp-connector-user";
+/// Groups of the verified user, comma separated.
+pub const GROUPS_HEADER: &str = "x-mcp-connector-groups";
+/// The client the token was issued to.
+pub const CLIENT_HEADER: &str = "x-mcp-connector-client-id";
+/// The granted scopes.
+pub const SCOPE_HEADER: &str = "x-mcp-connector-scope";
+
+/// Hop-by-hop headers (RFC 9110 7.6.1), never forwarded in either direction.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn challenge(served: &Served, problem: Option<TokenProblem>) -> OAuthError {
+    let metadata = served.base.join("/.well-known/oauth-protected-resource/mcp");
+    let scope = served.connector.settings.scopes.join(" ");
+    let mut value = format!("Bearer resource_metadata=\"{metadata}\", scope=\"{scope}\"");
+
+    let description = match problem {
+        Some(p) => {
+            value.push_str(&format!(", error=\"invalid_token\", error_description=\"{p}\""));
+            p.to_string()
+        }
+        None => "a bearer token is required".to_string(),
+    };
+    OAuthError::new(ErrorCode::InvalidToken, description).with_challenge(value)
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+/// The browser origins `/mcp` serves: the base URL's own, loopback, and the spec's list.
+fn origin_allowed(served: &Served, origin: &str) -> bool {
+    if origin == served.base.as_str() {
+        return true;
+    }
+    if served.connector.settings.allowed_origins.iter().any(|o| o.trim_end_matches('/') == origin) {
+        return true;
+    }
+    url::Url::parse(origin)
+        .ok()
+        .and_then(|u| u.host().map(|h| crate::base_url::is_loopback(&h)))
+        .unwrap_or(false)
+}
+
+/// Checks the request's token; the claims when it is good.
+pub fn authenticate(
+    state: &AppState,
+    served: &Served,
+    headers: &HeaderMap,
+) -> Result<AccessClaims, OAuthError> {
+    let token = bearer(headers).ok_or_else(|| challenge(served, None))?;
+    let keys = &served.connector.keys;
+
+    let claims = verify(keys, token, served.base.as_str(), &served.base.resource(), Some(state.clock.unix()))
+        .map_err(|p| challenge(served, Some(p)))?;
+    if state.grants.is_revoked(&served.connector.id, &claims.gid) {
+        return Err(challenge(served, Some(TokenProblem::Revoked)));
+    }
+    Ok(claims)
+}
+
+/// `/mcp`, every method.
+pub async fn mcp(State(state): State<AppState>, served: Served, request: Request) -> Response {
+    let method = request.method().clone();
+    if !matches!(method, Method::GET | Method::HEAD | Method::POST | Method::DELETE) {
+        return OAuthError::invalid_request("method not allowed on /mcp")
+            .with_status(StatusCode::METHOD_NOT_ALLOWED)
+            .into_response();
+    }
+
+    // DNS rebinding (MCP security best practices): the MCP server behind us no longer sees
+    // the browser's host, so the Origin is checked here.
+    if let Some(origin) = request.headers().get(header::ORIGIN) {
+        let allowed = origin.to_str().is_ok_and(|o| origin_allowed(&served, o));
+        if !allowed {
+            return OAuthError::new(ErrorCode::InvalidOrigin, "this browser origin may not call /mcp")
+                .into_response();
+        }
+    }
+
+    let claims = match authenticate(&state, &served, request.headers()) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    forward(&state, &served, claims, request).await
+}
+
+fn forwarded_headers(incoming: &HeaderMap, claims: &AccessClaims) -> HeaderMap {
+    let connection_listed: Vec<String> = incoming
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .collect();
+
+    let mut out = HeaderMap::new();
+    for (name, value) in incoming {
+        let n = name.as_str();
+        let dropped = HOP_BY_HOP.contains(&n)
+            || connection_listed.iter().any(|c| c == n)
+            || n == "authorization"
+            || n == "host"
+            || n == "cookie"
+            || n.starts_with("x-mcp-connector-");
+        if !dropped {
+            out.append(name.clone(), value.clone());
+        }
+    }
+
+    let identity = [
+        (USER_HEADER, claims.sub.clone()),
+        (GROUPS_HEADER, claims.groups.join(",")),
+        (CLIENT_HEADER, claims.client_id.clone()),
+        (SCOPE_HEADER, claims.scope.clone()),
+    ];
+    for (name, value) in identity {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            out.insert(HeaderName::from_static(name), v);
+        }
+    }
+    out
+}
+
+async fn forward(state: &AppState, served: &Served, claims: AccessClaims, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let target = served.connector.settings.mcp_server.url.clone();
+    let headers = forwarded_headers(&parts.headers, &claims);
+
+    // The body streams through as it arrives; nothing is collected first.
+    let mut outgoing = state.proxy_http.request(parts.method.clone(), target).headers(headers);
+    if !body.is_end_stream() {
+        outgoing = outgoing.body(reqwest::Body::wrap_stream(body.into_data_stream()));
+    }
+    let upstream = outgoing.send().await;
+
+    let upstream = match upstream {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(connector = %served.connector.id, error = %e, "MCP server unreachable");
+            return OAuthError::new(ErrorCode::BadGateway, "the MCP server is unreachable")
+                .into_response();
+        }
+    };
+
+    let mut response = Response::builder().status(upstream.status());
+    if let Some(h) = response.headers_mut() {
+        for (name, value) in upstream.headers() {
+            if !HOP_BY_HOP.contains(&name.as_str()) {
+                h.append(name.clone(), value.clone());
+            }
+        }
+    }
+
+    // Server-sent events pass through chunk by chunk; when the client goes away the body is
+    // dropped, which closes the upstream request too.
+    response
+        .body(Body::from_stream(upstream.bytes_stream()))
+        .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
+}
