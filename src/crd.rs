@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -55,6 +55,7 @@ pub struct McpConnectorSpec {
     /// Explicit public base URL of the connector (an absolute https URL with no path, query
     /// or fragment). Wins over `tls.host`; needed for split-hostname deployments.
     #[serde(default, rename = "baseURL", skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^https?://[^/?#@\s]+/?$"))]
     pub base_url: Option<String>,
 
     /// Redirect URIs clients may register. An entry matches on scheme and host exactly; a `*`
@@ -145,7 +146,10 @@ pub struct DependentSpec {
 }
 
 /// How users sign in. Exactly one field is set.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new(
+    "[has(self.oidc), has(self.proxy), has(self.devUsers)].filter(x, x).size() == 1"
+).message("set exactly one of oidc, proxy or devUsers"))]
 #[serde(rename_all = "camelCase")]
 pub struct UpstreamSpec {
     /// Sign in with an OpenID Connect provider (Okta, Entra ID, Google, Keycloak, Dex).
@@ -386,5 +390,41 @@ impl McpConnector {
         self.status
             .as_ref()
             .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::CustomResourceExt;
+
+    use super::*;
+
+    #[test]
+    fn the_committed_crd_is_what_the_binary_prints() {
+        let printed = serde_saphyr::to_string(&McpConnector::crd()).unwrap();
+        let committed = include_str!("../crds/mcpconnector.yaml");
+
+        assert!(
+            printed == committed,
+            "crds/mcpconnector.yaml is stale: run `cargo run -- crd > crds/mcpconnector.yaml`"
+        );
+    }
+
+    #[test]
+    fn the_crd_teaches_and_validates() {
+        let crd = serde_json::to_value(McpConnector::crd()).unwrap();
+        let version = &crd["spec"]["versions"][0];
+        let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
+
+        assert_eq!(crd["spec"]["names"]["shortNames"][0], "mcpc");
+        assert!(version["subresources"]["status"].is_object());
+        assert_eq!(version["additionalPrinterColumns"].as_array().unwrap().len(), 4);
+        assert_eq!(spec["required"], serde_json::json!(["upstream"]));
+        for (name, field) in spec["properties"].as_object().unwrap() {
+            assert!(field["description"].is_string(), "spec.{name} has no description");
+        }
+        let rules = &spec["properties"]["upstream"]["x-kubernetes-validations"];
+        assert!(rules[0]["rule"].as_str().unwrap().contains("size() == 1"));
+        assert!(spec["properties"]["baseURL"]["pattern"].is_string());
     }
 }
