@@ -1,2 +1,6 @@
+//! Test harnesses shared by the integration tests; each test binary uses only some.
+#![allow(dead_code)]
+
 pub mod apiserver;
 pub mod idp;
+pub mod server;
