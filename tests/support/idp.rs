@@ -155,15 +155,39 @@ fn js_dir() -> PathBuf {
         .join("js")
 }
 
-/// `node tests/js/<script>`, after checking that the npm packages are installed.
+/// Installs the npm packages of `tests/js` once, so that `cargo test` alone is enough on a
+/// fresh machine. Test binaries run in parallel: an atomic `mkdir` serialises them.
+fn ensure_node_modules(dir: &std::path::Path) {
+    let installed = dir.join("node_modules").join(".package-lock.json");
+    if installed.is_file() {
+        return;
+    }
+
+    let lock = dir.join(".install-lock");
+    let deadline = std::time::Instant::now() + Duration::from_secs(600);
+    while std::fs::create_dir(&lock).is_err() {
+        if installed.is_file() {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for npm ci");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let status = std::process::Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--prefix"])
+        .arg(dir)
+        .status();
+    let _ = std::fs::remove_dir(&lock);
+    match status {
+        Ok(s) if s.success() => {}
+        other => panic!("`npm ci --prefix {}` failed: {other:?}", dir.display()),
+    }
+}
+
+/// `node tests/js/<script>`, after making sure the npm packages are installed.
 fn node(script: &str) -> Command {
     let dir = js_dir();
-    if !dir.join("node_modules").is_dir() {
-        panic!(
-            "{} has no node_modules: run `npm ci` in tests/js (`npm ci --prefix tests/js`)",
-            dir.display()
-        );
-    }
+    ensure_node_modules(&dir);
     let mut command = Command::new("node");
     command
         .arg(dir.join(script))
