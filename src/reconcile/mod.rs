@@ -5,16 +5,18 @@
 //! A pass with nothing to do writes nothing: status is written only when it differs, keys
 //! only when a rotation is due, so a quiet cluster causes no API traffic.
 
+pub mod restart;
 pub mod secrets;
 pub mod status;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering as Ordering_};
 use std::time::Duration;
 
 use futures::StreamExt;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, Secret};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -23,7 +25,9 @@ use kube::{Client, Resource, ResourceExt};
 
 use crate::base_url::{self, BaseUrl};
 use crate::clock::Clock;
-use crate::crd::{MANAGED_BY, MANAGED_BY_LABEL, McpConnector, McpConnectorStatus, SecretsStatus};
+use crate::crd::{
+    DependentStatus, MANAGED_BY, MANAGED_BY_LABEL, McpConnector, McpConnectorStatus, SecretsStatus,
+};
 use crate::keys::store::Entry;
 use crate::keys::{Connector, KeyError, KeyKind, KeyStore, Keys, SecretString};
 use crate::settings::{Settings, UpstreamSettings};
@@ -64,6 +68,24 @@ pub enum Error {
     /// Keys could not be generated or decoded.
     #[error("key material")]
     Generate(#[source] KeyError),
+    /// A Deployment or its Pods could not be read.
+    #[error("reading {what}")]
+    ReadWorkload {
+        /// What was read.
+        what: String,
+        /// Cause.
+        #[source]
+        source: kube::Error,
+    },
+    /// A dependent could not be restarted.
+    #[error("restarting Deployment {name}")]
+    RestartDependent {
+        /// Deployment name.
+        name: String,
+        /// Cause.
+        #[source]
+        source: kube::Error,
+    },
     /// The object has no namespace (the CRD is namespaced, so only a broken API does this).
     #[error("the object has no namespace")]
     MissingNamespace,
@@ -77,6 +99,8 @@ impl Error {
             Error::WriteSecret { .. } => "write_secret",
             Error::WriteStatus(_) => "write_status",
             Error::Generate(_) => "generate",
+            Error::ReadWorkload { .. } => "read_workload",
+            Error::RestartDependent { .. } => "restart_dependent",
             Error::MissingNamespace => "missing_namespace",
         }
     }
@@ -91,6 +115,10 @@ pub struct Stats {
     pub errors: AtomicU64,
     /// Status writes.
     pub status_writes: AtomicU64,
+    /// Dependents restarted because the MCP server became Ready.
+    pub restarts_mcp_server: AtomicU64,
+    /// Dependents restarted because the Secrets were regenerated.
+    pub restarts_secrets: AtomicU64,
 }
 
 /// What every reconcile shares.
@@ -128,10 +156,15 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let (connectors, secrets): (Api<McpConnector>, Api<Secret>) = match &namespace {
-        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client, ns)),
-        None => (Api::all(client.clone()), Api::all(client)),
-    };
+    let (connectors, secrets, deployments): (Api<McpConnector>, Api<Secret>, Api<Deployment>) =
+        match &namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client, ns),
+            ),
+            None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client)),
+        };
 
     let (reader, writer) = reflector::store();
     let store = ctx.store.clone();
@@ -150,8 +183,12 @@ pub async fn run(
         .predicate_filter(predicates::generation, Default::default());
 
     let managed = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
+    let named = reader.clone();
     Controller::for_stream(triggers, reader)
         .owns(secrets, managed)
+        .watches(deployments, watcher::Config::default(), move |d: Deployment| {
+            connectors_naming(&named, &d)
+        })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -162,13 +199,34 @@ pub async fn run(
         .await;
 }
 
+/// The connectors whose MCP server or dependents this Deployment is: a change of its
+/// rollout may start or unblock a restart.
+fn connectors_naming(
+    connectors: &reflector::Store<McpConnector>,
+    d: &Deployment,
+) -> Vec<reflector::ObjectRef<McpConnector>> {
+    let (ns, name) = (d.namespace(), d.name_any());
+    connectors
+        .state()
+        .iter()
+        .filter(|c| c.namespace() == ns)
+        .filter(|c| {
+            let Ok(settings) = Settings::from_spec(&ns.clone().unwrap_or_default(), &c.spec) else {
+                return false;
+            };
+            settings.mcp_server.deployment == name || settings.dependents.contains(&name)
+        })
+        .map(|c| reflector::ObjectRef::from_obj(c.as_ref()))
+        .collect()
+}
+
 /// `namespace/name`, the id a connector is known by in the key store.
 pub fn connector_id(obj: &McpConnector) -> String {
     format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
 }
 
 fn error_policy(obj: Arc<McpConnector>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.stats.errors.fetch_add(1, Ordering::Relaxed);
+    ctx.stats.errors.fetch_add(1, Ordering_::Relaxed);
     tracing::warn!(
         connector = %connector_id(&obj),
         category = error.category(),
@@ -179,13 +237,23 @@ fn error_policy(obj: Arc<McpConnector>, error: &Error, ctx: Arc<Context>) -> Act
     Action::requeue(Duration::from_secs(5))
 }
 
-async fn publish(ctx: &Context, obj: &McpConnector, type_: EventType, reason: &str, note: String) {
+/// `related` names the object the Event is also about; kube's Recorder folds Events that
+/// differ only in their note into one series, so without it a change to the second Secret
+/// would show as a repeat of the first one's note.
+async fn publish(
+    ctx: &Context,
+    obj: &McpConnector,
+    type_: EventType,
+    reason: &str,
+    note: String,
+    related: Option<ObjectReference>,
+) {
     let event = Event {
         type_,
         reason: reason.into(),
         note: Some(note),
         action: "Reconcile".into(),
-        secondary: None,
+        secondary: related,
     };
     if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
         tracing::warn!(error = %e, reason, "could not publish an Event");
@@ -305,7 +373,14 @@ async fn report_change(ctx: &Context, obj: &McpConnector, secret: &str, change: 
     };
 
     tracing::info!(connector = %connector_id(obj), secret, reason, "{note}");
-    publish(ctx, obj, type_, reason, note).await;
+    let related = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Secret".into()),
+        name: Some(secret.into()),
+        namespace: obj.namespace(),
+        ..ObjectReference::default()
+    };
+    publish(ctx, obj, type_, reason, note, Some(related)).await;
     fresh
 }
 
@@ -355,8 +430,107 @@ async fn upstream(ctx: &Context, ns: &str, settings: &Settings) -> Result<Upstre
     }
 }
 
+/// What the restart ordering observed and did on this pass.
+struct Ordering {
+    mcp_server: Observed,
+    dependents: Observed,
+    records: Vec<DependentStatus>,
+}
+
+async fn order_dependents(
+    ctx: &Context,
+    obj: &McpConnector,
+    settings: &Settings,
+    regenerated_at: Option<Timestamp>,
+    now: Timestamp,
+) -> Result<Ordering, Error> {
+    let ns = obj.namespace().ok_or(Error::MissingNamespace)?;
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let old = obj.status.as_ref().map(|s| s.dependents.clone()).unwrap_or_default();
+    let server = &settings.mcp_server;
+
+    let Some(mcp) =
+        restart::view_mcp_server(&deployments, &pods, &server.deployment, &server.selector).await?
+    else {
+        let msg = format!("Deployment {} not found in {ns}", server.deployment);
+        return Ok(Ordering {
+            mcp_server: Observed::failed(status::MCP_SERVER_READY, "NotFound", msg.clone()),
+            dependents: Observed::failed(
+                status::DEPENDENTS_ORDERED,
+                "McpServerNotReady",
+                format!("restarting nothing: {msg}"),
+            ),
+            records: old,
+        });
+    };
+    let mcp_server = match &mcp.ready {
+        Ok(()) => Observed::ok(
+            status::MCP_SERVER_READY,
+            "RolledOut",
+            format!("{} revision {} is Ready", server.deployment, mcp.revision),
+        ),
+        Err(why) => Observed::failed(status::MCP_SERVER_READY, "RollingOut", why.clone()),
+    };
+
+    let mut records = Vec::new();
+    let mut problems: Vec<(&'static str, String)> = Vec::new();
+    for name in &settings.dependents {
+        let previous = old.iter().find(|d| &d.deployment == name).cloned();
+        let cause = previous.as_ref().and_then(|p| p.last_cause.clone());
+        let mut record = previous.unwrap_or(DependentStatus { deployment: name.clone(), ..Default::default() });
+
+        match restart::view_dependent(&deployments, &pods, name, cause).await? {
+            None => problems.push(("DependentNotFound", format!("Deployment {name} not found"))),
+            Some(view) => match restart::decide(&mcp, &view, regenerated_at) {
+                restart::Decision::InOrder => {}
+                restart::Decision::Wait { reason, message } => problems.push((reason, message)),
+                restart::Decision::Restart { cause, why } => {
+                    restart::restart(&deployments, name, &cause, now).await?;
+                    let counter = if cause.starts_with("secrets:") {
+                        &ctx.stats.restarts_secrets
+                    } else {
+                        &ctx.stats.restarts_mcp_server
+                    };
+                    counter.fetch_add(1, Ordering_::Relaxed);
+
+                    let note = format!("restarted {name} ({cause}): {why}");
+                    tracing::info!(connector = %connector_id(obj), dependent = %name, %cause, "{note}");
+                    let related = ObjectReference {
+                        api_version: Some("apps/v1".into()),
+                        kind: Some("Deployment".into()),
+                        name: Some(name.clone()),
+                        namespace: Some(ns.clone()),
+                        ..Default::default()
+                    };
+                    let reason = "RestartedDependent";
+                    publish(ctx, obj, EventType::Normal, reason, note.clone(), Some(related)).await;
+                    record.last_cause = Some(cause);
+                    record.restarted_at = Some(now.to_string());
+                    problems.push(("RestartInProgress", note));
+                }
+            },
+        }
+        records.push(record);
+    }
+
+    let dependents = match problems.first() {
+        None => Observed::ok(
+            status::DEPENDENTS_ORDERED,
+            "InOrder",
+            format!("every dependent started after {} was Ready", server.deployment),
+        ),
+        Some((reason, _)) => Observed::failed(
+            status::DEPENDENTS_ORDERED,
+            reason,
+            problems.iter().map(|(_, m)| m.as_str()).collect::<Vec<_>>().join("; "),
+        ),
+    };
+    Ok(Ordering { mcp_server, dependents, records })
+}
+
 async fn reconcile(obj: Arc<McpConnector>, ctx: Arc<Context>) -> Result<Action, Error> {
-    ctx.stats.reconciles.fetch_add(1, Ordering::Relaxed);
+    ctx.stats.reconciles.fetch_add(1, Ordering_::Relaxed);
     let ns = obj.namespace().ok_or(Error::MissingNamespace)?;
     let id = connector_id(&obj);
     let now = ctx.clock.now();
@@ -427,26 +601,41 @@ async fn reconcile(obj: Arc<McpConnector>, ctx: Arc<Context>) -> Result<Action, 
     };
     ctx.store.upsert(&id, entry);
 
+    // Restart ordering: informational for the OAuth server, so not part of Ready.
+    let secrets_status = outcome.as_ref().map(|o| o.status.clone()).or(old.secrets.clone());
+    let regenerated_at = secrets_status
+        .as_ref()
+        .and_then(|s| s.regenerated_at.as_deref())
+        .and_then(|t| t.parse::<Timestamp>().ok());
+    let ordering = match &settings {
+        Ok(s) => Some(order_dependents(&ctx, &obj, s, regenerated_at, now).await?),
+        Err(_) => None,
+    };
+
     // Status, written only when it differs.
     let mut all = vec![ready];
     all.extend(observed);
+    if let Some(o) = &ordering {
+        all.push(o.mcp_server.clone());
+        all.push(o.dependents.clone());
+    }
     let resolved = base.as_ref().ok().map(|b| b.as_str().to_string());
     let new_status = McpConnectorStatus {
         observed_generation: generation,
         base_url: resolved.clone(),
         issuer: resolved,
         signing_key_id: outcome.as_ref().and_then(|o| o.signing_kid.clone()),
-        secrets: outcome.as_ref().map(|o| o.status.clone()).or(old.secrets.clone()),
-        dependents: old.dependents.clone(),
+        secrets: secrets_status,
+        dependents: ordering.map(|o| o.records).unwrap_or_else(|| old.dependents.clone()),
         conditions: status::conditions(&old.conditions, &all, generation, now),
     };
     if new_status != old {
         let api: Api<McpConnector> = Api::namespaced(ctx.client.clone(), &ns);
-        let patch = serde_json::json!({ "status": new_status });
+        let patch = status_patch(&old, &new_status);
         api.patch_status(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map_err(Error::WriteStatus)?;
-        ctx.stats.status_writes.fetch_add(1, Ordering::Relaxed);
+        ctx.stats.status_writes.fetch_add(1, Ordering_::Relaxed);
     }
 
     if settings.is_err() {
@@ -454,6 +643,21 @@ async fn reconcile(obj: Arc<McpConnector>, ctx: Arc<Context>) -> Result<Action, 
     }
     let due = outcome.and_then(|o| o.next_due).map(|t| t.duration_since(now));
     Ok(Action::requeue(requeue_after(due)))
+}
+
+/// The merge patch from `old` to `new`. A field `new` leaves out is sent as null, since a
+/// merge patch keeps what it does not mention: a base URL that is gone must not stay
+/// advertised.
+fn status_patch(old: &McpConnectorStatus, new: &McpConnectorStatus) -> serde_json::Value {
+    let mut status = serde_json::to_value(new).unwrap_or_default();
+    if let (Some(fields), Ok(serde_json::Value::Object(before))) =
+        (status.as_object_mut(), serde_json::to_value(old))
+    {
+        for field in before.keys() {
+            fields.entry(field.clone()).or_insert(serde_json::Value::Null);
+        }
+    }
+    serde_json::json!({ "status": status })
 }
 
 /// How long to wait for the next look: until the next key is due, at most [`RESYNC`].
