@@ -55,7 +55,11 @@ impl BaseUrl {
 
         let host_key = host_key(&host.to_string(), url.port());
         let origin = url.origin().ascii_serialization();
-        Ok(BaseUrl { origin, host_key, loopback })
+        Ok(BaseUrl {
+            origin,
+            host_key,
+            loopback,
+        })
     }
 
     /// The base URL with no trailing slash: the issuer.
@@ -124,7 +128,10 @@ pub fn resolve(base_url: Option<&str>, tls_host: Option<&str>) -> Result<BaseUrl
 
 /// Normalises a request's `Host` header into a key comparable with [`BaseUrl::host_key`].
 pub fn request_host_key(host_header: &str, https: bool) -> String {
-    let host = host_header.trim().trim_end_matches('.').to_ascii_lowercase();
+    let host = host_header
+        .trim()
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
     let default_port = if https { ":443" } else { ":80" };
 
     match host.strip_suffix(default_port) {
@@ -193,7 +200,11 @@ mod tests {
         for (raw, why) in cases {
             let err = resolve(Some(raw), None).unwrap_err();
             assert_eq!(err.reason, "InvalidBaseURL", "{why}");
-            assert!(err.message.contains("spec.baseURL"), "{why}: {}", err.message);
+            assert!(
+                err.message.contains("spec.baseURL"),
+                "{why}: {}",
+                err.message
+            );
         }
         assert!(resolve(None, Some("evil.com/path")).is_err());
     }
@@ -209,7 +220,10 @@ mod tests {
 
     #[test]
     fn request_hosts_normalise_like_base_urls() {
-        assert_eq!(request_host_key("KF.Example.com:443", true), "kf.example.com");
+        assert_eq!(
+            request_host_key("KF.Example.com:443", true),
+            "kf.example.com"
+        );
         assert_eq!(request_host_key("kf.example.com.", true), "kf.example.com");
         assert_eq!(request_host_key("127.0.0.1:8080", false), "127.0.0.1:8080");
     }

@@ -21,7 +21,10 @@ impl Clock {
 
     /// A clock that stands at `at` until moved.
     pub fn pinned(at: Timestamp) -> Clock {
-        Clock { pinned: Some(at), offset_ms: Arc::default() }
+        Clock {
+            pinned: Some(at),
+            offset_ms: Arc::default(),
+        }
     }
 
     /// The current time.
@@ -55,6 +58,9 @@ mod tests {
 
         clock.advance(SignedDuration::from_secs(61));
 
-        assert_eq!(clone.now(), "2026-01-01T00:01:01Z".parse::<Timestamp>().unwrap());
+        assert_eq!(
+            clone.now(),
+            "2026-01-01T00:01:01Z".parse::<Timestamp>().unwrap()
+        );
     }
 }

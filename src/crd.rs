@@ -283,7 +283,11 @@ pub struct TokensSpec {
     pub access_ttl: Option<String>,
 
     /// Lifetime of a refresh token; each refresh issues a new one. Default: `720h`.
-    #[serde(default, rename = "refreshTTL", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "refreshTTL",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub refresh_ttl: Option<String>,
 
     /// Lifetime of an authorization code. Default: `60s`.
@@ -418,10 +422,19 @@ mod tests {
 
         assert_eq!(crd["spec"]["names"]["shortNames"][0], "mcpc");
         assert!(version["subresources"]["status"].is_object());
-        assert_eq!(version["additionalPrinterColumns"].as_array().unwrap().len(), 4);
+        assert_eq!(
+            version["additionalPrinterColumns"]
+                .as_array()
+                .unwrap()
+                .len(),
+            4
+        );
         assert_eq!(spec["required"], serde_json::json!(["upstream"]));
         for (name, field) in spec["properties"].as_object().unwrap() {
-            assert!(field["description"].is_string(), "spec.{name} has no description");
+            assert!(
+                field["description"].is_string(),
+                "spec.{name} has no description"
+            );
         }
         let rules = &spec["properties"]["upstream"]["x-kubernetes-validations"];
         assert!(rules[0]["rule"].as_str().unwrap().contains("size() == 1"));

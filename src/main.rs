@@ -34,7 +34,11 @@ enum Command {
         listen: SocketAddr,
 
         /// Address of /metrics, /healthz and /readyz.
-        #[arg(long, env = "MCP_CONNECTOR_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
+        #[arg(
+            long,
+            env = "MCP_CONNECTOR_ADMIN_LISTEN",
+            default_value = "0.0.0.0:9090"
+        )]
         admin_listen: SocketAddr,
 
         /// Watch only this namespace (default: all).
@@ -48,7 +52,11 @@ enum Command {
         listen: SocketAddr,
 
         /// Folder for the keys, made on the first run and reused after.
-        #[arg(long, env = "MCP_CONNECTOR_STATE_DIR", default_value = ".mcp-connector")]
+        #[arg(
+            long,
+            env = "MCP_CONNECTOR_STATE_DIR",
+            default_value = ".mcp-connector"
+        )]
         state_dir: PathBuf,
 
         /// MCP server /mcp proxies to (default: a built-in one with a `whoami` tool).
@@ -64,11 +72,19 @@ enum Command {
         upstream_oidc_client_id: Option<String>,
 
         /// Client secret of the connector at that provider.
-        #[arg(long, env = "MCP_CONNECTOR_UPSTREAM_OIDC_CLIENT_SECRET", hide_env_values = true)]
+        #[arg(
+            long,
+            env = "MCP_CONNECTOR_UPSTREAM_OIDC_CLIENT_SECRET",
+            hide_env_values = true
+        )]
         upstream_oidc_client_secret: Option<String>,
 
         /// Sign every login in as this user, with no form (for scripted tests).
-        #[arg(long, env = "MCP_CONNECTOR_AUTO_LOGIN", conflicts_with = "upstream_oidc_issuer")]
+        #[arg(
+            long,
+            env = "MCP_CONNECTOR_AUTO_LOGIN",
+            conflicts_with = "upstream_oidc_issuer"
+        )]
         auto_login: Option<String>,
     },
     /// Print the McpConnector CustomResourceDefinition as YAML.
@@ -78,7 +94,9 @@ enum Command {
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -93,9 +111,17 @@ async fn main() -> ExitCode {
 
     let result = match cli.command {
         Command::Crd => print_crd(),
-        Command::Run { listen, admin_listen, namespace } => {
-            run::run(RunOptions { listen, admin_listen, namespace }).await.map_err(|e| e.to_string())
-        }
+        Command::Run {
+            listen,
+            admin_listen,
+            namespace,
+        } => run::run(RunOptions {
+            listen,
+            admin_listen,
+            namespace,
+        })
+        .await
+        .map_err(|e| e.to_string()),
         Command::Dev {
             listen,
             state_dir,
@@ -105,13 +131,25 @@ async fn main() -> ExitCode {
             upstream_oidc_client_secret,
             auto_login,
         } => {
-            let oidc = match (upstream_oidc_issuer, upstream_oidc_client_id, upstream_oidc_client_secret) {
-                (Some(issuer), Some(client_id), Some(secret)) => {
-                    Some(DevOidc { issuer, client_id, client_secret: SecretString::new(secret) })
-                }
+            let oidc = match (
+                upstream_oidc_issuer,
+                upstream_oidc_client_id,
+                upstream_oidc_client_secret,
+            ) {
+                (Some(issuer), Some(client_id), Some(secret)) => Some(DevOidc {
+                    issuer,
+                    client_id,
+                    client_secret: SecretString::new(secret),
+                }),
                 _ => None,
             };
-            let opts = DevOptions { listen, state_dir, mcp_server, oidc, auto_login };
+            let opts = DevOptions {
+                listen,
+                state_dir,
+                mcp_server,
+                oidc,
+                auto_login,
+            };
             run_dev(opts).await
         }
     };

@@ -33,13 +33,17 @@ const HOP_BY_HOP: [&str; 8] = [
 ];
 
 fn challenge(served: &Served, problem: Option<TokenProblem>) -> OAuthError {
-    let metadata = served.base.join("/.well-known/oauth-protected-resource/mcp");
+    let metadata = served
+        .base
+        .join("/.well-known/oauth-protected-resource/mcp");
     let scope = served.connector.settings.scopes.join(" ");
     let mut value = format!("Bearer resource_metadata=\"{metadata}\", scope=\"{scope}\"");
 
     let description = match problem {
         Some(p) => {
-            value.push_str(&format!(", error=\"invalid_token\", error_description=\"{p}\""));
+            value.push_str(&format!(
+                ", error=\"invalid_token\", error_description=\"{p}\""
+            ));
             p.to_string()
         }
         None => "a bearer token is required".to_string(),
@@ -50,7 +54,10 @@ fn challenge(served: &Served, problem: Option<TokenProblem>) -> OAuthError {
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 /// The browser origins `/mcp` serves: the base URL's own, loopback, and the spec's list.
@@ -58,7 +65,13 @@ fn origin_allowed(served: &Served, origin: &str) -> bool {
     if origin == served.base.as_str() {
         return true;
     }
-    if served.connector.settings.allowed_origins.iter().any(|o| o.trim_end_matches('/') == origin) {
+    if served
+        .connector
+        .settings
+        .allowed_origins
+        .iter()
+        .any(|o| o.trim_end_matches('/') == origin)
+    {
         return true;
     }
     url::Url::parse(origin)
@@ -76,8 +89,14 @@ pub fn authenticate(
     let token = bearer(headers).ok_or_else(|| challenge(served, None))?;
     let keys = &served.connector.keys;
 
-    let claims = verify(keys, token, served.base.as_str(), &served.base.resource(), Some(state.clock.unix()))
-        .map_err(|p| challenge(served, Some(p)))?;
+    let claims = verify(
+        keys,
+        token,
+        served.base.as_str(),
+        &served.base.resource(),
+        Some(state.clock.unix()),
+    )
+    .map_err(|p| challenge(served, Some(p)))?;
     if state.grants.is_revoked(&served.connector.id, &claims.gid) {
         return Err(challenge(served, Some(TokenProblem::Revoked)));
     }
@@ -87,7 +106,10 @@ pub fn authenticate(
 /// `/mcp`, every method.
 pub async fn mcp(State(state): State<AppState>, served: Served, request: Request) -> Response {
     let method = request.method().clone();
-    if !matches!(method, Method::GET | Method::HEAD | Method::POST | Method::DELETE) {
+    if !matches!(
+        method,
+        Method::GET | Method::HEAD | Method::POST | Method::DELETE
+    ) {
         return OAuthError::invalid_request("method not allowed on /mcp")
             .with_status(StatusCode::METHOD_NOT_ALLOWED)
             .into_response();
@@ -98,16 +120,31 @@ pub async fn mcp(State(state): State<AppState>, served: Served, request: Request
     if let Some(origin) = request.headers().get(header::ORIGIN) {
         let allowed = origin.to_str().is_ok_and(|o| origin_allowed(&served, o));
         if !allowed {
-            return OAuthError::new(ErrorCode::InvalidOrigin, "this browser origin may not call /mcp")
-                .into_response();
+            return OAuthError::new(
+                ErrorCode::InvalidOrigin,
+                "this browser origin may not call /mcp",
+            )
+            .into_response();
         }
     }
 
+    let started = std::time::Instant::now();
     let claims = match authenticate(&state, &served, request.headers()) {
         Ok(c) => c,
-        Err(e) => return e.into_response(),
+        Err(e) => {
+            let labels = crate::metrics::OutcomeLabels {
+                outcome: e.code.as_str().into(),
+            };
+            state.metrics.mcp_refused.get_or_create(&labels).inc();
+            return e.into_response();
+        }
     };
-    forward(&state, &served, claims, request).await
+    let response = forward(&state, &served, claims, request).await;
+    state
+        .metrics
+        .mcp_latency
+        .observe(started.elapsed().as_secs_f64());
+    response
 }
 
 fn forwarded_headers(incoming: &HeaderMap, claims: &AccessClaims) -> HeaderMap {
@@ -147,13 +184,21 @@ fn forwarded_headers(incoming: &HeaderMap, claims: &AccessClaims) -> HeaderMap {
     out
 }
 
-async fn forward(state: &AppState, served: &Served, claims: AccessClaims, request: Request) -> Response {
+async fn forward(
+    state: &AppState,
+    served: &Served,
+    claims: AccessClaims,
+    request: Request,
+) -> Response {
     let (parts, body) = request.into_parts();
     let target = served.connector.settings.mcp_server.url.clone();
     let headers = forwarded_headers(&parts.headers, &claims);
 
     // The body streams through as it arrives; nothing is collected first.
-    let mut outgoing = state.proxy_http.request(parts.method.clone(), target).headers(headers);
+    let mut outgoing = state
+        .proxy_http
+        .request(parts.method.clone(), target)
+        .headers(headers);
     if !body.is_end_stream() {
         outgoing = outgoing.body(reqwest::Body::wrap_stream(body.into_data_stream()));
     }

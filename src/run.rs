@@ -50,12 +50,18 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
 
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let admin_app = axum::Router::new()
-        .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
-        .route("/readyz", get(|| async { Json(serde_json::json!({"status": "ok"})) }));
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route(
+            "/readyz",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        );
 
     tokio::select! {
         _ = reconcile::run(ctx, opts.namespace, shutdown_signal()) => {}
-        r = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()) => r?,
+        r = axum::serve(no_delay(listener), app).with_graceful_shutdown(shutdown_signal()) => r?,
         r = axum::serve(admin, admin_app).with_graceful_shutdown(shutdown_signal()) => r?,
     }
     Ok(())
@@ -83,3 +89,20 @@ pub async fn shutdown_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
+
+/// A listener whose connections send each write at once. `axum::serve` leaves Nagle's
+/// algorithm on, and a response written in pieces (headers, then each SSE event) then waits
+/// for the client's delayed ACK: about 40 ms on every MCP call, and on every streamed event.
+pub fn no_delay(listener: tokio::net::TcpListener) -> NoDelay {
+    use axum::serve::ListenerExt;
+
+    fn set(tcp: &mut tokio::net::TcpStream) {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    }
+    listener.tap_io(set)
+}
+
+/// What [`no_delay`] makes; a named type, so `ConnectInfo<SocketAddr>` still works.
+pub type NoDelay = axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)>;

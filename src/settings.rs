@@ -24,7 +24,10 @@ pub struct SpecError {
 
 impl SpecError {
     fn new(field: impl Into<String>, why: impl Into<String>) -> SpecError {
-        SpecError { field: field.into(), why: why.into() }
+        SpecError {
+            field: field.into(),
+            why: why.into(),
+        }
     }
 }
 
@@ -148,7 +151,9 @@ impl Settings {
             secrets.dcr.as_ref(),
             "spec.secrets.dcr",
             "kfuse-mcp-oauth-dcr-secret",
-            ttl.refresh.checked_add(SEAL_RETENTION_MARGIN).unwrap_or(ttl.refresh),
+            ttl.refresh
+                .checked_add(SEAL_RETENTION_MARGIN)
+                .unwrap_or(ttl.refresh),
         )?;
         let signing_key = managed_secret(
             secrets.signing_key.as_ref(),
@@ -157,7 +162,10 @@ impl Settings {
             ttl.access,
         )?;
         if dcr.name == signing_key.name {
-            return Err(SpecError::new("spec.secrets", "the two Secrets must have distinct names"));
+            return Err(SpecError::new(
+                "spec.secrets",
+                "the two Secrets must have distinct names",
+            ));
         }
 
         let dependents = match &spec.dependents {
@@ -189,21 +197,45 @@ fn ttls(spec: &McpConnectorSpec) -> Result<Ttls, SpecError> {
     let tokens = spec.tokens.clone().unwrap_or_default();
     let hour = SignedDuration::from_hours(1);
 
-    let access = duration(tokens.access_ttl.as_deref(), "spec.tokens.accessTTL", defaults.access)?;
-    let refresh =
-        duration(tokens.refresh_ttl.as_deref(), "spec.tokens.refreshTTL", defaults.refresh)?;
-    let code = duration(tokens.code_ttl.as_deref(), "spec.tokens.codeTTL", defaults.code)?;
+    let access = duration(
+        tokens.access_ttl.as_deref(),
+        "spec.tokens.accessTTL",
+        defaults.access,
+    )?;
+    let refresh = duration(
+        tokens.refresh_ttl.as_deref(),
+        "spec.tokens.refreshTTL",
+        defaults.refresh,
+    )?;
+    let code = duration(
+        tokens.code_ttl.as_deref(),
+        "spec.tokens.codeTTL",
+        defaults.code,
+    )?;
 
     if access > SignedDuration::from_hours(24) {
-        return Err(SpecError::new("spec.tokens.accessTTL", "must be at most 24h"));
+        return Err(SpecError::new(
+            "spec.tokens.accessTTL",
+            "must be at most 24h",
+        ));
     }
     if code > SignedDuration::from_mins(10) {
-        return Err(SpecError::new("spec.tokens.codeTTL", "must be at most 10m (RFC 6749 4.1.2)"));
+        return Err(SpecError::new(
+            "spec.tokens.codeTTL",
+            "must be at most 10m (RFC 6749 4.1.2)",
+        ));
     }
     if refresh < hour.min(access) || refresh < access {
-        return Err(SpecError::new("spec.tokens.refreshTTL", "must be at least accessTTL"));
+        return Err(SpecError::new(
+            "spec.tokens.refreshTTL",
+            "must be at least accessTTL",
+        ));
     }
-    Ok(Ttls { access, refresh, code })
+    Ok(Ttls {
+        access,
+        refresh,
+        code,
+    })
 }
 
 /// Parses a duration such as `720h` or `1h30m`.
@@ -238,17 +270,28 @@ fn allowlist(spec: &McpConnectorSpec) -> Result<Allowlist, SpecError> {
 }
 
 fn scopes(spec: &McpConnectorSpec) -> Result<Vec<String>, SpecError> {
-    let scopes = spec.scopes.clone().unwrap_or_else(|| vec!["mcp".to_string()]);
+    let scopes = spec
+        .scopes
+        .clone()
+        .unwrap_or_else(|| vec!["mcp".to_string()]);
 
     if scopes.is_empty() {
-        return Err(SpecError::new("spec.scopes", "must name at least one scope"));
+        return Err(SpecError::new(
+            "spec.scopes",
+            "must name at least one scope",
+        ));
     }
     for scope in &scopes {
         // RFC 6749 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
         let valid = !scope.is_empty()
-            && scope.bytes().all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b));
+            && scope
+                .bytes()
+                .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b));
         if !valid {
-            return Err(SpecError::new("spec.scopes", format!("`{scope}` is not a scope token")));
+            return Err(SpecError::new(
+                "spec.scopes",
+                format!("`{scope}` is not a scope token"),
+            ));
         }
         if scope == "offline_access" {
             return Err(SpecError::new(
@@ -266,25 +309,40 @@ fn mcp_server(namespace: &str, spec: &McpConnectorSpec) -> Result<McpServer, Spe
     let selector = match server.selector {
         Some(s) if !s.match_labels.is_empty() => s.match_labels,
         Some(_) => {
-            return Err(SpecError::new("spec.mcpServer.selector", "matchLabels must not be empty"));
+            return Err(SpecError::new(
+                "spec.mcpServer.selector",
+                "matchLabels must not be empty",
+            ));
         }
         None => BTreeMap::from([("app.kubernetes.io/name".to_string(), deployment.clone())]),
     };
 
-    let raw_url =
-        server.url.unwrap_or_else(|| format!("http://{deployment}.{namespace}.svc:8080/mcp"));
+    let raw_url = server
+        .url
+        .unwrap_or_else(|| format!("http://{deployment}.{namespace}.svc:8080/mcp"));
     let url = Url::parse(&raw_url)
         .map_err(|e| SpecError::new("spec.mcpServer.url", format!("`{raw_url}`: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return Err(SpecError::new("spec.mcpServer.url", "must be an http or https URL"));
+        return Err(SpecError::new(
+            "spec.mcpServer.url",
+            "must be an http or https URL",
+        ));
     }
 
-    Ok(McpServer { deployment, selector, url })
+    Ok(McpServer {
+        deployment,
+        selector,
+        url,
+    })
 }
 
 fn upstream(spec: &McpConnectorSpec) -> Result<UpstreamSettings, SpecError> {
     let up = &spec.upstream;
-    let set = [up.oidc.is_some(), up.proxy.is_some(), up.dev_users.is_some()];
+    let set = [
+        up.oidc.is_some(),
+        up.proxy.is_some(),
+        up.dev_users.is_some(),
+    ];
     if set.iter().filter(|s| **s).count() != 1 {
         return Err(SpecError::new(
             "spec.upstream",
@@ -294,30 +352,49 @@ fn upstream(spec: &McpConnectorSpec) -> Result<UpstreamSettings, SpecError> {
 
     if let Some(oidc) = &up.oidc {
         let issuer_url = Url::parse(&oidc.issuer_url).map_err(|e| {
-            SpecError::new("spec.upstream.oidc.issuerURL", format!("`{}`: {e}", oidc.issuer_url))
+            SpecError::new(
+                "spec.upstream.oidc.issuerURL",
+                format!("`{}`: {e}", oidc.issuer_url),
+            )
         })?;
-        let loopback = issuer_url.host().is_some_and(|h| crate::base_url::is_loopback(&h));
+        let loopback = issuer_url
+            .host()
+            .is_some_and(|h| crate::base_url::is_loopback(&h));
         if issuer_url.scheme() != "https" && !(issuer_url.scheme() == "http" && loopback) {
-            return Err(SpecError::new("spec.upstream.oidc.issuerURL", "must be an https URL"));
+            return Err(SpecError::new(
+                "spec.upstream.oidc.issuerURL",
+                "must be an https URL",
+            ));
         }
         if oidc.client_id.trim().is_empty() {
-            return Err(SpecError::new("spec.upstream.oidc.clientID", "must not be empty"));
+            return Err(SpecError::new(
+                "spec.upstream.oidc.clientID",
+                "must not be empty",
+            ));
         }
         return Ok(UpstreamSettings::Oidc {
             issuer_url,
             client_id: oidc.client_id.clone(),
             secret_ref: oidc.client_secret_ref.clone(),
             scopes: oidc.scopes.clone().unwrap_or_else(|| {
-                ["openid", "email", "profile", "groups"].map(String::from).to_vec()
+                ["openid", "email", "profile", "groups"]
+                    .map(String::from)
+                    .to_vec()
             }),
-            username_claim: oidc.username_claim.clone().unwrap_or_else(|| "email".into()),
+            username_claim: oidc
+                .username_claim
+                .clone()
+                .unwrap_or_else(|| "email".into()),
             groups_claim: oidc.groups_claim.clone().unwrap_or_else(|| "groups".into()),
         });
     }
 
     if let Some(proxy) = &up.proxy {
         if http::HeaderName::try_from(proxy.user_header.as_str()).is_err() {
-            return Err(SpecError::new("spec.upstream.proxy.userHeader", "not a header name"));
+            return Err(SpecError::new(
+                "spec.upstream.proxy.userHeader",
+                "not a header name",
+            ));
         }
         return Ok(UpstreamSettings::Proxy {
             user_header: proxy.user_header.clone(),
@@ -332,7 +409,10 @@ fn upstream(spec: &McpConnectorSpec) -> Result<UpstreamSettings, SpecError> {
 
     let users = up.dev_users.clone().unwrap_or_default();
     if users.is_empty() {
-        return Err(SpecError::new("spec.upstream.devUsers", "must list at least one user"));
+        return Err(SpecError::new(
+            "spec.upstream.devUsers",
+            "must list at least one user",
+        ));
     }
     Ok(UpstreamSettings::DevUsers(users))
 }
@@ -354,9 +434,18 @@ fn managed_secret(
     )?;
 
     if rotate_every < SignedDuration::from_mins(5) {
-        return Err(SpecError::new(format!("{field}.rotateEvery"), "must be at least 5m"));
+        return Err(SpecError::new(
+            format!("{field}.rotateEvery"),
+            "must be at least 5m",
+        ));
     }
-    Ok(ManagedSecret { name, policy: Policy { rotate_every, retain_for } })
+    Ok(ManagedSecret {
+        name,
+        policy: Policy {
+            rotate_every,
+            retain_for,
+        },
+    })
 }
 
 #[cfg(test)]
@@ -386,10 +475,17 @@ mod tests {
         assert_eq!(s.signing_key.name, "kfuse-mcp-oauth-signing-key");
         assert_eq!(s.dependents, vec!["user-mgmt-service"]);
         assert_eq!(s.mcp_server.deployment, "kf-mcp");
-        assert_eq!(s.mcp_server.url.as_str(), "http://kf-mcp.kfuse.svc:8080/mcp");
+        assert_eq!(
+            s.mcp_server.url.as_str(),
+            "http://kf-mcp.kfuse.svc:8080/mcp"
+        );
         assert_eq!(s.ttl, Ttls::default());
         assert!(s.allowlist.check("http://127.0.0.1:33418").is_ok());
-        assert!(s.allowlist.check("https://claude.ai/api/mcp/auth_callback").is_ok());
+        assert!(
+            s.allowlist
+                .check("https://claude.ai/api/mcp/auth_callback")
+                .is_ok()
+        );
     }
 
     #[test]
@@ -405,15 +501,24 @@ mod tests {
     #[test]
     fn bad_fields_are_named() {
         let cases: Vec<(fn(&mut McpConnectorSpec), &str)> = vec![
-            (|s| s.allowed_redirect_uris = Some(vec![]), "spec.allowedRedirectURIs"),
+            (
+                |s| s.allowed_redirect_uris = Some(vec![]),
+                "spec.allowedRedirectURIs",
+            ),
             (
                 |s| {
-                    s.tokens = Some(TokensSpec { access_ttl: Some("soon".into()), ..Default::default() })
+                    s.tokens = Some(TokensSpec {
+                        access_ttl: Some("soon".into()),
+                        ..Default::default()
+                    })
                 },
                 "spec.tokens.accessTTL",
             ),
             (|s| s.scopes = Some(vec!["a b".into()]), "spec.scopes"),
-            (|s| s.scopes = Some(vec!["offline_access".into()]), "spec.scopes"),
+            (
+                |s| s.scopes = Some(vec!["offline_access".into()]),
+                "spec.scopes",
+            ),
             (|s| s.upstream = UpstreamSpec::default(), "spec.upstream"),
             (
                 |s| {

@@ -51,7 +51,9 @@ pub struct DevOidc {
 
 impl std::fmt::Debug for DevOidc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DevOidc").field("issuer", &self.issuer.as_str()).finish_non_exhaustive()
+        f.debug_struct("DevOidc")
+            .field("issuer", &self.issuer.as_str())
+            .finish_non_exhaustive()
     }
 }
 
@@ -90,9 +92,17 @@ pub struct DevServer {
 }
 
 /// Reads a keyset from the state folder, or makes and writes one.
-fn load_or_create(dir: &Path, file: &str, kind: KeyKind, clock: &Clock) -> Result<Keyset, DevError> {
+fn load_or_create(
+    dir: &Path,
+    file: &str,
+    kind: KeyKind,
+    clock: &Clock,
+) -> Result<Keyset, DevError> {
     let path = dir.join(file);
-    let err = |why: String| DevError::StateDir { path: path.clone(), why };
+    let err = |why: String| DevError::StateDir {
+        path: path.clone(),
+        why,
+    };
 
     match std::fs::read(&path) {
         Ok(bytes) => {
@@ -129,8 +139,10 @@ fn dev_password(dir: &Path) -> Result<SecretString, DevError> {
         _ => {
             let password = random_token::<12>().map_err(|e| DevError::Config(e.to_string()))?;
             let _ = std::fs::remove_file(&path);
-            write_private(&path, password.as_bytes())
-                .map_err(|e| DevError::StateDir { path, why: e.to_string() })?;
+            write_private(&path, password.as_bytes()).map_err(|e| DevError::StateDir {
+                path,
+                why: e.to_string(),
+            })?;
             Ok(SecretString::new(password))
         }
     }
@@ -141,12 +153,19 @@ pub async fn start(opts: DevOptions) -> Result<DevServer, DevError> {
     if !opts.listen.ip().is_loopback() {
         return Err(DevError::NotLoopback(opts.listen));
     }
-    std::fs::create_dir_all(&opts.state_dir)
-        .map_err(|e| DevError::StateDir { path: opts.state_dir.clone(), why: e.to_string() })?;
+    std::fs::create_dir_all(&opts.state_dir).map_err(|e| DevError::StateDir {
+        path: opts.state_dir.clone(),
+        why: e.to_string(),
+    })?;
 
     let clock = Clock::system();
     let dcr = load_or_create(&opts.state_dir, "dcr-keys.json", KeyKind::Seal, &clock)?;
-    let signing = load_or_create(&opts.state_dir, "signing-keys.json", KeyKind::Signing, &clock)?;
+    let signing = load_or_create(
+        &opts.state_dir,
+        "signing-keys.json",
+        KeyKind::Signing,
+        &clock,
+    )?;
     let keys = Keys::from_keysets(&dcr, &signing).map_err(|e| DevError::Config(e.to_string()))?;
 
     let listener = tokio::net::TcpListener::bind(opts.listen).await?;
@@ -167,7 +186,10 @@ pub async fn start(opts: DevOptions) -> Result<DevServer, DevError> {
     let (upstream, dev_user) = upstream(&opts)?;
     let spec = McpConnectorSpec {
         base_url: Some(base.as_str().to_string()),
-        mcp_server: Some(McpServerSpec { url: Some(mcp_url.to_string()), ..Default::default() }),
+        mcp_server: Some(McpServerSpec {
+            url: Some(mcp_url.to_string()),
+            ..Default::default()
+        }),
         upstream: placeholder_upstream(&upstream),
         ..serde_json::from_value(serde_json::json!({"upstream": {}}))
             .map_err(|e| DevError::Config(e.to_string()))?
@@ -189,7 +211,7 @@ pub async fn start(opts: DevOptions) -> Result<DevServer, DevError> {
     let state = AppState::new(store.clone(), Arc::new(MemoryGrants::new()), clock.clone());
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
+        if let Err(e) = axum::serve(crate::run::no_delay(listener), app).await {
             tracing::error!(error = %e, "dev server stopped");
         }
     });
@@ -213,7 +235,9 @@ fn upstream(opts: &DevOptions) -> Result<(Upstream, DevUser), DevError> {
             issuer_url: oidc.issuer.clone(),
             client_id: oidc.client_id.clone(),
             client_secret: oidc.client_secret.clone(),
-            scopes: ["openid", "email", "profile", "groups"].map(String::from).to_vec(),
+            scopes: ["openid", "email", "profile", "groups"]
+                .map(String::from)
+                .to_vec(),
             username_claim: "email".into(),
             groups_claim: "groups".into(),
         };
@@ -229,7 +253,10 @@ fn upstream(opts: &DevOptions) -> Result<(Upstream, DevUser), DevError> {
         password: password.expose().to_string(),
         groups: vec!["dev".into()],
     };
-    Ok((Upstream::DevUsers(vec![user]), Some(("dev".into(), password))))
+    Ok((
+        Upstream::DevUsers(vec![user]),
+        Some(("dev".into(), password)),
+    ))
 }
 
 /// The spec form of an upstream, only so the spec validates; the secrets stay in `Upstream`.
@@ -239,7 +266,10 @@ fn placeholder_upstream(up: &Upstream) -> crate::crd::UpstreamSpec {
             oidc: Some(OidcUpstreamSpec {
                 issuer_url: o.issuer_url.to_string(),
                 client_id: o.client_id.clone(),
-                client_secret_ref: SecretKeyRef { name: "flag".into(), key: "flag".into() },
+                client_secret_ref: SecretKeyRef {
+                    name: "flag".into(),
+                    key: "flag".into(),
+                },
                 ..Default::default()
             }),
             ..Default::default()
@@ -256,7 +286,10 @@ pub fn banner(server: &DevServer) -> String {
     let mcp = format!("{}/mcp", server.base_url);
     let login = match &server.dev_user {
         Some((user, password)) => {
-            format!("Sign in with user `{user}`, password `{}`.", password.expose())
+            format!(
+                "Sign in with user `{user}`, password `{}`.",
+                password.expose()
+            )
         }
         None => "Sign in through the configured provider.".to_string(),
     };

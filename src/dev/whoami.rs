@@ -21,7 +21,12 @@ impl Whoami {
     #[tool(description = "Returns the user, groups, client and scopes the connector verified")]
     async fn whoami(&self, Extension(parts): Extension<http::request::Parts>) -> String {
         let header = |name: &str| {
-            parts.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string()
         };
         serde_json::json!({
             "user": header(USER_HEADER),
@@ -45,7 +50,7 @@ pub async fn spawn() -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>
     let addr = listener.local_addr()?;
 
     let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
+        if let Err(e) = axum::serve(crate::run::no_delay(listener), app).await {
             tracing::error!(error = %e, "built-in MCP server stopped");
         }
     });

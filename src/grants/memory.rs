@@ -97,12 +97,15 @@ impl GrantStore for MemoryGrants {
         until: Timestamp,
     ) -> BoxFuture<'a, Result<(), GrantError>> {
         self.with(|s| {
-            let record = s.grants.entry(key(connector, grant)).or_insert(GrantRecord {
-                generation: 0,
-                rotated_at: until,
-                expires: until,
-                revoked: true,
-            });
+            let record = s
+                .grants
+                .entry(key(connector, grant))
+                .or_insert(GrantRecord {
+                    generation: 0,
+                    rotated_at: until,
+                    expires: until,
+                    revoked: true,
+                });
             record.revoked = true;
             record.expires = record.expires.max(until);
         });
@@ -110,6 +113,10 @@ impl GrantStore for MemoryGrants {
     }
 
     fn is_revoked(&self, connector: &str, grant: &str) -> bool {
-        self.with(|s| s.grants.get(&key(connector, grant)).is_some_and(|g| g.revoked))
+        self.with(|s| {
+            s.grants
+                .get(&key(connector, grant))
+                .is_some_and(|g| g.revoked)
+        })
     }
 }

@@ -80,7 +80,13 @@ pub fn decide(
     if presented + 1 == current.generation && within_grace {
         return (Refresh::Raced(current.generation), current);
     }
-    (Refresh::Replayed, GrantRecord { revoked: true, ..current })
+    (
+        Refresh::Replayed,
+        GrantRecord {
+            revoked: true,
+            ..current
+        },
+    )
 }
 
 /// Shared grant state, in memory or in the Kubernetes API.
@@ -135,7 +141,12 @@ mod tests {
     fn a_race_inside_the_grace_window_gets_the_current_generation() {
         let (_, record) = decide(None, 0, t(0), t(100));
 
-        let (outcome, _) = decide(Some(&record), 0, t(0) + SignedDuration::from_millis(50), t(100));
+        let (outcome, _) = decide(
+            Some(&record),
+            0,
+            t(0) + SignedDuration::from_millis(50),
+            t(100),
+        );
 
         assert_eq!(outcome, Refresh::Raced(1));
     }
@@ -149,7 +160,11 @@ mod tests {
 
         assert_eq!(outcome, Refresh::Replayed);
         assert!(revoked.revoked);
-        assert_eq!(after, Refresh::Revoked, "even the current token stops working");
+        assert_eq!(
+            after,
+            Refresh::Revoked,
+            "even the current token stops working"
+        );
     }
 
     #[test]

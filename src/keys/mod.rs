@@ -96,8 +96,8 @@ impl Keyset {
     /// Reads a keyset from a Secret's data entry.
     pub fn from_bytes(bytes: Option<&[u8]>) -> Result<Keyset, KeyError> {
         let bytes = bytes.ok_or(KeyError::MissingKeyset)?;
-        let set: Keyset = serde_json::from_slice(bytes)
-            .map_err(|e| KeyError::MalformedKeyset(e.to_string()))?;
+        let set: Keyset =
+            serde_json::from_slice(bytes).map_err(|e| KeyError::MalformedKeyset(e.to_string()))?;
 
         if set.keys.is_empty() {
             return Err(KeyError::EmptyKeyset);
@@ -165,7 +165,12 @@ pub fn generate_seal_key(now: Timestamp) -> Result<StoredKey, KeyError> {
     let bytes = random_bytes::<32>()?;
     let kid = short_id(&bytes);
 
-    Ok(StoredKey { kid, created: now, retired: None, material: SecretString(B64.encode(bytes)) })
+    Ok(StoredKey {
+        kid,
+        created: now,
+        retired: None,
+        material: SecretString(B64.encode(bytes)),
+    })
 }
 
 /// Makes an ES256 (P-256) signing key with rcgen.
@@ -218,15 +223,22 @@ pub struct SealKey {
 
 impl fmt::Debug for SealKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SealKey").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("SealKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
 impl SealKey {
     /// Decodes a stored sealing key.
     pub fn from_stored(key: &StoredKey) -> Result<SealKey, KeyError> {
-        let bad = |why: &str| KeyError::BadKey { kid: key.kid.clone(), why: why.into() };
-        let bytes = B64.decode(key.material.expose()).map_err(|_| bad("not base64url"))?;
+        let bad = |why: &str| KeyError::BadKey {
+            kid: key.kid.clone(),
+            why: why.into(),
+        };
+        let bytes = B64
+            .decode(key.material.expose())
+            .map_err(|_| bad("not base64url"))?;
         if bytes.len() != 32 {
             return Err(bad("not 32 bytes"));
         }
@@ -279,14 +291,19 @@ pub struct SigningKey {
 
 impl fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SigningKey").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
 impl SigningKey {
     /// Decodes a stored signing key.
     pub fn from_stored(key: &StoredKey) -> Result<SigningKey, KeyError> {
-        let bad = |why: &str| KeyError::BadKey { kid: key.kid.clone(), why: why.into() };
+        let bad = |why: &str| KeyError::BadKey {
+            kid: key.kid.clone(),
+            why: why.into(),
+        };
         let pem = key.material.expose();
 
         let pair = rcgen::KeyPair::from_pem(pem).map_err(|_| bad("not a PKCS#8 PEM key"))?;
@@ -301,7 +318,12 @@ impl SigningKey {
             "kty": "EC", "crv": "P-256", "x": x, "y": y,
             "use": "sig", "alg": "ES256", "kid": key.kid,
         });
-        Ok(SigningKey { kid: key.kid.clone(), jwk, encoding, decoding })
+        Ok(SigningKey {
+            kid: key.kid.clone(),
+            jwk,
+            encoding,
+            decoding,
+        })
     }
 }
 
@@ -321,7 +343,11 @@ mod tests {
         let seal_key = SealKey::from_stored(&seal).unwrap();
         let signing_key = SigningKey::from_stored(&signing).unwrap();
 
-        for text in [format!("{seal:?}"), format!("{signing:?}"), format!("{seal_key:?}")] {
+        for text in [
+            format!("{seal:?}"),
+            format!("{signing:?}"),
+            format!("{seal_key:?}"),
+        ] {
             assert!(!text.contains(seal.material.expose()), "{text}");
             assert!(!text.contains("PRIVATE KEY"), "{text}");
         }
@@ -343,20 +369,31 @@ mod tests {
         let cases: [(&[u8], &str); 4] = [
             (b"not json", "garbage"),
             (br#"{"keys":[]}"#, "empty"),
-            (br#"{"keys":[{"kid":"a","created":"2026-01-01T00:00:00Z","material":"!!"}]}"#, "b64"),
-            (br#"{"keys":[{"kid":"a","created":"2026-01-01T00:00:00Z","material":"AAAA"}]}"#, "len"),
+            (
+                br#"{"keys":[{"kid":"a","created":"2026-01-01T00:00:00Z","material":"!!"}]}"#,
+                "b64",
+            ),
+            (
+                br#"{"keys":[{"kid":"a","created":"2026-01-01T00:00:00Z","material":"AAAA"}]}"#,
+                "len",
+            ),
         ];
         for (bytes, why) in cases {
             let parsed = Keyset::from_bytes(Some(bytes));
             let valid = parsed.and_then(|set| KeyKind::Seal.validate(&set));
             assert!(valid.is_err(), "{why}");
         }
-        assert!(matches!(Keyset::from_bytes(None), Err(KeyError::MissingKeyset)));
+        assert!(matches!(
+            Keyset::from_bytes(None),
+            Err(KeyError::MissingKeyset)
+        ));
     }
 
     #[test]
     fn a_seal_key_is_not_a_signing_key() {
-        let set = Keyset { keys: vec![generate_seal_key(now()).unwrap()] };
+        let set = Keyset {
+            keys: vec![generate_seal_key(now()).unwrap()],
+        };
 
         assert!(KeyKind::Signing.validate(&set).is_err());
         assert!(KeyKind::Seal.validate(&set).is_ok());

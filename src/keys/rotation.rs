@@ -35,7 +35,9 @@ impl Plan {
 
 /// Decides what a keyset needs at `now`.
 pub fn plan(set: &Keyset, now: Timestamp, policy: Policy) -> Plan {
-    let rotate = set.current().and_then(|current| rotation_due(current, now, policy));
+    let rotate = set
+        .current()
+        .and_then(|current| rotation_due(current, now, policy));
     let prune = set
         .keys
         .iter()
@@ -75,8 +77,12 @@ pub fn apply(
     now: Timestamp,
     fresh: impl FnOnce() -> Result<StoredKey, KeyError>,
 ) -> Result<Keyset, KeyError> {
-    let mut keys: Vec<StoredKey> =
-        set.keys.iter().filter(|key| !plan.prune.contains(&key.kid)).cloned().collect();
+    let mut keys: Vec<StoredKey> = set
+        .keys
+        .iter()
+        .filter(|key| !plan.prune.contains(&key.kid))
+        .cloned()
+        .collect();
 
     if plan.rotate.is_some() {
         if let Some(current) = keys.first_mut() {
@@ -89,7 +95,9 @@ pub fn apply(
 
 /// When the keyset next needs a look: the earlier of the next rotation and the next prune.
 pub fn next_due(set: &Keyset, policy: Policy) -> Option<Timestamp> {
-    let rotation = set.current().and_then(|c| c.created.checked_add(policy.rotate_every).ok());
+    let rotation = set
+        .current()
+        .and_then(|c| c.created.checked_add(policy.rotate_every).ok());
     let prunes = set.keys.iter().skip(1).filter_map(|key| {
         let retired = key.retired.unwrap_or(key.created);
         retired.checked_add(policy.retain_for).ok()
@@ -125,7 +133,9 @@ mod tests {
     }
 
     fn keyset_made_at(t: &str) -> Keyset {
-        Keyset { keys: vec![generate_seal_key(at(t)).unwrap()] }
+        Keyset {
+            keys: vec![generate_seal_key(at(t)).unwrap()],
+        }
     }
 
     #[test]
@@ -181,6 +191,9 @@ mod tests {
         .unwrap();
 
         assert_eq!(next_due(&set, policy()), Some(at("2026-01-31T00:00:00Z")));
-        assert_eq!(next_due(&rotated_set, policy()), Some(at("2026-02-01T00:00:00Z")));
+        assert_eq!(
+            next_due(&rotated_set, policy()),
+            Some(at("2026-02-01T00:00:00Z"))
+        );
     }
 }

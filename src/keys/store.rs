@@ -29,16 +29,26 @@ impl fmt::Debug for Keys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let seal: Vec<&str> = self.seal.iter().map(|k| k.kid.as_str()).collect();
         let signing: Vec<&str> = self.signing.iter().map(|k| k.kid.as_str()).collect();
-        f.debug_struct("Keys").field("seal", &seal).field("signing", &signing).finish()
+        f.debug_struct("Keys")
+            .field("seal", &seal)
+            .field("signing", &signing)
+            .finish()
     }
 }
 
 impl Keys {
     /// Decodes both keysets.
     pub fn from_keysets(dcr: &Keyset, signing: &Keyset) -> Result<Keys, KeyError> {
-        let seal = dcr.keys.iter().map(SealKey::from_stored).collect::<Result<Vec<_>, _>>()?;
-        let signing =
-            signing.keys.iter().map(SigningKey::from_stored).collect::<Result<Vec<_>, _>>()?;
+        let seal = dcr
+            .keys
+            .iter()
+            .map(SealKey::from_stored)
+            .collect::<Result<Vec<_>, _>>()?;
+        let signing = signing
+            .keys
+            .iter()
+            .map(SigningKey::from_stored)
+            .collect::<Result<Vec<_>, _>>()?;
         if seal.is_empty() || signing.is_empty() {
             return Err(KeyError::EmptyKeyset);
         }
@@ -46,7 +56,11 @@ impl Keys {
         let jwks = serde_json::json!({
             "keys": signing.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()
         });
-        Ok(Keys { seal, signing, jwks })
+        Ok(Keys {
+            seal,
+            signing,
+            jwks,
+        })
     }
 
     /// The sealing key new values are sealed with.
@@ -131,19 +145,31 @@ impl Snapshot {
         for entry in entries.values() {
             match entry {
                 Entry::Serving(c) => {
-                    by_host.entry(c.base.host_key().to_string()).or_insert_with(|| c.clone());
+                    by_host
+                        .entry(c.base.host_key().to_string())
+                        .or_insert_with(|| c.clone());
                     if c.loopback_aliases {
                         aliased.push(c.clone());
                     }
                 }
-                Entry::Unavailable { host: Some(host), why } => {
-                    unavailable_hosts.entry(host.clone()).or_insert_with(|| why.clone());
+                Entry::Unavailable {
+                    host: Some(host),
+                    why,
+                } => {
+                    unavailable_hosts
+                        .entry(host.clone())
+                        .or_insert_with(|| why.clone());
                 }
                 Entry::Unavailable { host: None, .. } => {}
             }
         }
         unavailable_hosts.retain(|host, _| !by_host.contains_key(host));
-        Snapshot { entries, by_host, unavailable_hosts, aliased }
+        Snapshot {
+            entries,
+            by_host,
+            unavailable_hosts,
+            aliased,
+        }
     }
 }
 
@@ -157,7 +183,9 @@ impl fmt::Debug for KeyStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let snap = self.snapshot();
         let ids: Vec<&String> = snap.entries.keys().collect();
-        f.debug_struct("KeyStore").field("connectors", &ids).finish()
+        f.debug_struct("KeyStore")
+            .field("connectors", &ids)
+            .finish()
     }
 }
 
@@ -240,6 +268,10 @@ impl KeyStore {
                 _ => None,
             })
             .collect();
-        if unavailable.is_empty() { Route::Unknown } else { Route::Unavailable(unavailable.join("; ")) }
+        if unavailable.is_empty() {
+            Route::Unknown
+        } else {
+            Route::Unavailable(unavailable.join("; "))
+        }
     }
 }

@@ -109,7 +109,11 @@ pub struct ClientRedirect {
 impl ClientRedirect {
     /// The redirect of a pending login.
     pub fn of(pending: &PendingLogin) -> ClientRedirect {
-        ClientRedirect { uri: pending.r.clone(), state: pending.s.clone(), iss: pending.base.clone() }
+        ClientRedirect {
+            uri: pending.r.clone(),
+            state: pending.s.clone(),
+            iss: pending.base.clone(),
+        }
     }
 
     fn to(&self, pairs: &[(&str, &str)]) -> Response {
@@ -147,7 +151,8 @@ pub fn found(location: &str) -> Response {
         Ok(value) => {
             let mut r = StatusCode::FOUND.into_response();
             r.headers_mut().insert(header::LOCATION, value);
-            r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             r
         }
         Err(_) => OAuthError::internal("unencodable redirect").into_response(),
@@ -169,7 +174,10 @@ pub fn grant_scopes(allowed: &[String], requested: Option<&str>) -> Result<Strin
     let mut granted: Vec<&str> = Vec::new();
     for scope in asked {
         if !allowed.iter().any(|a| a == scope) {
-            return Err(OAuthError::new(ErrorCode::InvalidScope, format!("unknown scope {scope}")));
+            return Err(OAuthError::new(
+                ErrorCode::InvalidScope,
+                format!("unknown scope {scope}"),
+            ));
         }
         if !granted.contains(&scope) {
             granted.push(scope);
@@ -235,7 +243,10 @@ pub async fn authorize(
 
     // From here on the redirect URI is trusted, so errors go back to the client.
     if get("response_type") != Some("code") {
-        return redirect.error(ErrorCode::UnsupportedResponseType, "response_type must be code");
+        return redirect.error(
+            ErrorCode::UnsupportedResponseType,
+            "response_type must be code",
+        );
     }
     let challenge = match (get("code_challenge"), get("code_challenge_method")) {
         (Some(c), Some("S256")) if valid_challenge(c) => c.to_string(),
@@ -243,7 +254,10 @@ pub async fn authorize(
             return redirect.error(ErrorCode::InvalidRequest, "code_challenge is malformed");
         }
         (Some(_), _) => {
-            return redirect.error(ErrorCode::InvalidRequest, "code_challenge_method must be S256");
+            return redirect.error(
+                ErrorCode::InvalidRequest,
+                "code_challenge_method must be S256",
+            );
         }
         (None, _) => {
             return redirect.error(ErrorCode::InvalidRequest, "PKCE code_challenge is required");
@@ -259,7 +273,10 @@ pub async fn authorize(
     };
 
     let Ok(binding) = random_token::<16>() else {
-        return redirect.error(ErrorCode::ServerError, "the server could not start the login");
+        return redirect.error(
+            ErrorCode::ServerError,
+            "the server could not start the login",
+        );
     };
     let pending = PendingLogin {
         c: client.id.clone(),
@@ -279,7 +296,10 @@ pub async fn authorize(
     // plain sign-in of our own confidential client, never an admin consent.
     match &served.connector.upstream {
         Upstream::AutoLogin(user) => {
-            let identity = Identity { username: user.clone(), groups: Vec::new() };
+            let identity = Identity {
+                username: user.clone(),
+                groups: Vec::new(),
+            };
             complete_login(&state, &served, &pending, &identity)
         }
         Upstream::Proxy(proxy) => match proxy.identity(&headers) {
@@ -307,28 +327,47 @@ async fn start_oidc(
     redirect: &ClientRedirect,
 ) -> Response {
     let (Ok(nonce), Ok(verifier)) = (random_token::<16>(), random_token::<32>()) else {
-        return redirect.error(ErrorCode::ServerError, "the server could not start the login");
+        return redirect.error(
+            ErrorCode::ServerError,
+            "the server could not start the login",
+        );
     };
     pending.n = Some(nonce.clone());
     pending.v = Some(verifier.clone());
 
-    let sealed = match seal::seal(&served.connector.keys, Purpose::Pending, &served.connector.id, &pending) {
+    let sealed = match seal::seal(
+        &served.connector.keys,
+        Purpose::Pending,
+        &served.connector.id,
+        &pending,
+    ) {
         Ok(s) => s,
         Err(e) => return OAuthError::internal(e).into_response(),
     };
     let callback = served.base.join("/oauth/callback");
-    match state.oidc.authorize_url(up, &callback, &sealed, &nonce, &verifier).await {
+    match state
+        .oidc
+        .authorize_url(up, &callback, &sealed, &nonce, &verifier)
+        .await
+    {
         Ok(url) => with_login_cookie(found(url.as_str()), served, &pending),
         Err(e) => {
             tracing::warn!(connector = %served.connector.id, error = %e, "upstream sign-in unavailable");
-            redirect.error(ErrorCode::TemporarilyUnavailable, "the sign-in provider is unavailable")
+            redirect.error(
+                ErrorCode::TemporarilyUnavailable,
+                "the sign-in provider is unavailable",
+            )
         }
     }
 }
 
 /// Adds the cookie that binds the login to this browser.
 fn with_login_cookie(mut response: Response, served: &Served, pending: &PendingLogin) -> Response {
-    let secure = if served.base.as_str().starts_with("https://") { "; Secure" } else { "" };
+    let secure = if served.base.as_str().starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
     let cookie = format!(
         "{LOGIN_COOKIE_PREFIX}{}={}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
         cookie_suffix(&pending.b),
@@ -342,7 +381,11 @@ fn with_login_cookie(mut response: Response, served: &Served, pending: &PendingL
 }
 
 fn cookie_suffix(binding: &str) -> String {
-    binding.chars().take(8).filter(|c| c.is_ascii_alphanumeric()).collect()
+    binding
+        .chars()
+        .take(8)
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect()
 }
 
 /// Whether the browser presents the cookie of this login.
@@ -356,8 +399,11 @@ pub fn cookie_matches(headers: &HeaderMap, pending: &PendingLogin) -> bool {
         .filter_map(|pair| pair.trim().split_once('='))
         .any(|(k, v)| {
             k == name
-                && aws_lc_rs::constant_time::verify_slices_are_equal(v.as_bytes(), pending.b.as_bytes())
-                    .is_ok()
+                && aws_lc_rs::constant_time::verify_slices_are_equal(
+                    v.as_bytes(),
+                    pending.b.as_bytes(),
+                )
+                .is_ok()
         })
 }
 
@@ -384,7 +430,12 @@ pub fn complete_login(
         j: code_id,
     };
 
-    match seal::seal(&served.connector.keys, Purpose::Code, &served.connector.id, &grant) {
+    match seal::seal(
+        &served.connector.keys,
+        Purpose::Code,
+        &served.connector.id,
+        &grant,
+    ) {
         Ok(code) => {
             tracing::info!(connector = %served.connector.id, user = %identity.username, "user signed in");
             redirect.code(&code)
@@ -394,7 +445,10 @@ pub fn complete_login(
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn login_form(
@@ -403,12 +457,19 @@ fn login_form(
     pending: &PendingLogin,
     problem: Option<&str>,
 ) -> Response {
-    let sealed = match seal::seal(&served.connector.keys, Purpose::Pending, &served.connector.id, pending) {
+    let sealed = match seal::seal(
+        &served.connector.keys,
+        Purpose::Pending,
+        &served.connector.id,
+        pending,
+    ) {
         Ok(s) => s,
         Err(e) => return OAuthError::internal(e).into_response(),
     };
     let _ = state;
-    let problem = problem.map(|p| format!("<p role=\"alert\">{}</p>", escape(p))).unwrap_or_default();
+    let problem = problem
+        .map(|p| format!("<p role=\"alert\">{}</p>", escape(p)))
+        .unwrap_or_default();
     let page = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Sign in</title></head>\
          <body><h1>Sign in to {name}</h1>{problem}\
@@ -421,7 +482,11 @@ fn login_form(
         name = escape(&served.connector.settings.resource_name),
     );
 
-    let status = if problem.is_empty() { StatusCode::OK } else { StatusCode::UNAUTHORIZED };
+    let status = if problem.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNAUTHORIZED
+    };
     let mut response = (status, Html(page)).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -436,21 +501,31 @@ fn login_form(
 /// `POST /login`: the development login form.
 pub async fn login(State(state): State<AppState>, served: Served, body: Bytes) -> Response {
     let Upstream::DevUsers(users) = &served.connector.upstream else {
-        return OAuthError::new(ErrorCode::NotFound, "no login form on this connector").into_response();
+        return OAuthError::new(ErrorCode::NotFound, "no login form on this connector")
+            .into_response();
     };
     // Development users exist for loopback base URLs only (SPEC 5).
     if !served.base.is_loopback() {
-        return OAuthError::new(ErrorCode::AccessDenied, "development sign-in is loopback only")
-            .into_response();
+        return OAuthError::new(
+            ErrorCode::AccessDenied,
+            "development sign-in is loopback only",
+        )
+        .into_response();
     }
 
     let Ok(form) = params(&body) else {
         return OAuthError::invalid_request("malformed form").into_response();
     };
     let sealed = form.get("request").map(String::as_str).unwrap_or_default();
-    let opened = seal::open::<PendingLogin>(&served.connector.keys, Purpose::Pending, &served.connector.id, sealed);
+    let opened = seal::open::<PendingLogin>(
+        &served.connector.keys,
+        Purpose::Pending,
+        &served.connector.id,
+        sealed,
+    );
     let Some((pending, _)) = opened else {
-        return OAuthError::invalid_request("the login request is invalid or expired").into_response();
+        return OAuthError::invalid_request("the login request is invalid or expired")
+            .into_response();
     };
     if pending.exp <= state.clock.unix() {
         return OAuthError::invalid_request("the login took too long; start again").into_response();
@@ -460,7 +535,12 @@ pub async fn login(State(state): State<AppState>, served: Served, body: Bytes) -
     let password = form.get("password").map(String::as_str).unwrap_or_default();
     match check_dev_user(users, username, password) {
         Some(identity) => complete_login(&state, &served, &pending, &identity),
-        None => login_form(&state, &served, &pending, Some("Wrong user name or password.")),
+        None => login_form(
+            &state,
+            &served,
+            &pending,
+            Some("Wrong user name or password."),
+        ),
     }
 }
 
@@ -479,15 +559,28 @@ mod tests {
         let allowed = vec!["mcp".to_string(), "read".to_string()];
 
         assert_eq!(grant_scopes(&allowed, None).unwrap(), "mcp read");
-        assert_eq!(grant_scopes(&allowed, Some("mcp offline_access")).unwrap(), "mcp");
-        assert_eq!(grant_scopes(&allowed, Some("offline_access")).unwrap(), "mcp read");
-        assert_eq!(grant_scopes(&allowed, Some("admin")).unwrap_err().code, ErrorCode::InvalidScope);
+        assert_eq!(
+            grant_scopes(&allowed, Some("mcp offline_access")).unwrap(),
+            "mcp"
+        );
+        assert_eq!(
+            grant_scopes(&allowed, Some("offline_access")).unwrap(),
+            "mcp read"
+        );
+        assert_eq!(
+            grant_scopes(&allowed, Some("admin")).unwrap_err().code,
+            ErrorCode::InvalidScope
+        );
     }
 
     #[test]
     fn only_well_formed_s256_challenges_pass() {
-        assert!(valid_challenge("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"));
+        assert!(valid_challenge(
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        ));
         assert!(!valid_challenge("short"));
-        assert!(!valid_challenge("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-c!"));
+        assert!(!valid_challenge(
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-c!"
+        ));
     }
 }

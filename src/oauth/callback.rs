@@ -21,8 +21,11 @@ pub async fn callback(
         return OAuthError::invalid_request("malformed callback").into_response();
     };
     let Upstream::Oidc(up) = &served.connector.upstream else {
-        return OAuthError::new(ErrorCode::NotFound, "this connector has no upstream provider")
-            .into_response();
+        return OAuthError::new(
+            ErrorCode::NotFound,
+            "this connector has no upstream provider",
+        )
+        .into_response();
     };
 
     // The state is ours, sealed: until it opens nothing here may be trusted, so errors are
@@ -51,7 +54,10 @@ pub async fn callback(
     }
     if let Some(error) = p.get("error") {
         tracing::warn!(connector = %served.connector.id, upstream_error = %error, "upstream refused sign-in");
-        return redirect.error(ErrorCode::AccessDenied, "the sign-in provider refused the sign-in");
+        return redirect.error(
+            ErrorCode::AccessDenied,
+            "the sign-in provider refused the sign-in",
+        );
     }
 
     let code = p.get("code").map(String::as_str).unwrap_or_default();
@@ -60,7 +66,14 @@ pub async fn callback(
     let callback_uri = format!("{}/oauth/callback", pending.base);
     let result = state
         .oidc
-        .finish(up, &callback_uri, code, &nonce, &verifier, state.clock.unix())
+        .finish(
+            up,
+            &callback_uri,
+            code,
+            &nonce,
+            &verifier,
+            state.clock.unix(),
+        )
         .await;
 
     match result {

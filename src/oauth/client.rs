@@ -73,7 +73,11 @@ pub fn client_secret(key: &SealKey, client_id: &str) -> SecretString {
 }
 
 /// Resolves a `client_id`. Any failure is `invalid_client`.
-pub async fn resolve(state: &AppState, served: &Served, client_id: &str) -> Result<Client, OAuthError> {
+pub async fn resolve(
+    state: &AppState,
+    served: &Served,
+    client_id: &str,
+) -> Result<Client, OAuthError> {
     if client_id.is_empty() {
         return Err(OAuthError::invalid_request("client_id is required"));
     }
@@ -87,7 +91,9 @@ pub async fn resolve(state: &AppState, served: &Served, client_id: &str) -> Resu
     let Some((reg, key)) = opened else {
         // Also what a client registered before the DCR Secret was deleted sees: it
         // registers again (RFC 7591 clients do so on invalid_client).
-        return Err(OAuthError::invalid_client("unknown client_id; register the client again"));
+        return Err(OAuthError::invalid_client(
+            "unknown client_id; register the client again",
+        ));
     };
 
     let expected_secret = match reg.auth {
@@ -151,7 +157,10 @@ pub fn credentials(
     let basic = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")));
+        .and_then(|v| {
+            v.strip_prefix("Basic ")
+                .or_else(|| v.strip_prefix("basic "))
+        });
 
     let Some(encoded) = basic else {
         return Ok(Credentials {
@@ -161,7 +170,9 @@ pub fn credentials(
         });
     };
 
-    let bad = || OAuthError::invalid_client("malformed Basic credentials").with_challenge(basic_challenge());
+    let bad = || {
+        OAuthError::invalid_client("malformed Basic credentials").with_challenge(basic_challenge())
+    };
     let decoded = STANDARD.decode(encoded.trim()).map_err(|_| bad())?;
     let text = String::from_utf8(decoded).map_err(|_| bad())?;
     let (id, secret) = text.split_once(':').ok_or_else(bad)?;
@@ -170,7 +181,9 @@ pub fn credentials(
     let id = form_decode(id);
     let secret = form_decode(secret);
     if form_client_id.is_some_and(|f| f != id) {
-        return Err(OAuthError::invalid_request("client_id in the form differs from the header"));
+        return Err(OAuthError::invalid_request(
+            "client_id in the form differs from the header",
+        ));
     }
     Ok(Credentials {
         client_id: Some(id),
@@ -197,9 +210,17 @@ pub async fn authenticate(
     served: &Served,
     creds: &Credentials,
 ) -> Result<Client, OAuthError> {
-    let challenge = |e: OAuthError| if creds.basic { e.with_challenge(basic_challenge()) } else { e };
+    let challenge = |e: OAuthError| {
+        if creds.basic {
+            e.with_challenge(basic_challenge())
+        } else {
+            e
+        }
+    };
     let Some(client_id) = creds.client_id.as_deref() else {
-        return Err(OAuthError::invalid_client("client authentication is required"));
+        return Err(OAuthError::invalid_client(
+            "client authentication is required",
+        ));
     };
     let client = resolve(state, served, client_id).await.map_err(challenge)?;
 
@@ -208,11 +229,16 @@ pub async fn authenticate(
         (None, Some(_)) => Err(challenge(OAuthError::invalid_client(
             "this client was registered as public (token_endpoint_auth_method none)",
         ))),
-        (Some(_), None) => Err(challenge(OAuthError::invalid_client("client secret is required"))),
+        (Some(_), None) => Err(challenge(OAuthError::invalid_client(
+            "client secret is required",
+        ))),
         (Some(expected), Some(given)) => {
-            let ok = verify_slices_are_equal(expected.expose().as_bytes(), given.expose().as_bytes());
+            let ok =
+                verify_slices_are_equal(expected.expose().as_bytes(), given.expose().as_bytes());
             if ok.is_err() {
-                return Err(challenge(OAuthError::invalid_client("client secret is wrong")));
+                return Err(challenge(OAuthError::invalid_client(
+                    "client secret is wrong",
+                )));
             }
             Ok(client)
         }

@@ -12,9 +12,10 @@ use super::Served;
 /// keeps the previous key, so a short cache never breaks a login.
 fn cached(body: Value) -> Response {
     let mut response = Json(body).into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
     response
 }
 
@@ -70,7 +71,10 @@ pub async fn openid_configuration(served: Served) -> Response {
     let mut doc = metadata(&served);
     if let Some(map) = doc.as_object_mut() {
         map.insert("subject_types_supported".into(), json!(["public"]));
-        map.insert("id_token_signing_alg_values_supported".into(), json!(["ES256"]));
+        map.insert(
+            "id_token_signing_alg_values_supported".into(),
+            json!(["ES256"]),
+        );
     }
     cached(doc)
 }

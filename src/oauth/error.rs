@@ -109,7 +109,12 @@ struct Body<'a> {
 impl OAuthError {
     /// An error with a description.
     pub fn new(code: ErrorCode, description: impl Into<String>) -> OAuthError {
-        OAuthError { code, description: description.into(), challenge: None, status: None }
+        OAuthError {
+            code,
+            description: description.into(),
+            challenge: None,
+            status: None,
+        }
     }
 
     /// Adds a `WWW-Authenticate` challenge.
@@ -142,14 +147,20 @@ impl OAuthError {
     /// `server_error`, for faults of ours; the detail goes to the log, not to the client.
     pub fn internal(detail: impl std::fmt::Display) -> OAuthError {
         tracing::error!(error = %detail, "internal error");
-        OAuthError::new(ErrorCode::ServerError, "the server could not complete the request")
+        OAuthError::new(
+            ErrorCode::ServerError,
+            "the server could not complete the request",
+        )
     }
 }
 
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
         let status = self.status.unwrap_or_else(|| self.code.status());
-        let body = Body { error: self.code.as_str(), error_description: &self.description };
+        let body = Body {
+            error: self.code.as_str(),
+            error_description: &self.description,
+        };
         let mut response = (status, Json(body)).into_response();
 
         let headers = response.headers_mut();

@@ -27,8 +27,8 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use crate::base_url::BaseUrl;
 use crate::clock::Clock;
 use crate::grants::GrantStore;
-use crate::keys::{Connector, KeyStore};
 use crate::keys::store::Route;
+use crate::keys::{Connector, KeyStore};
 use crate::upstream::oidc::OidcClient;
 
 pub use error::{ErrorCode, OAuthError};
@@ -53,6 +53,8 @@ pub struct AppState {
     pub proxy_http: reqwest::Client,
     /// Limits registrations per client address.
     pub register_limit: Arc<register::RateLimit>,
+    /// Counters and latencies for `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {
@@ -88,6 +90,7 @@ impl AppState {
             oidc: Arc::new(OidcClient::new(upstream_http)),
             proxy_http,
             register_limit: Arc::new(register::RateLimit::default()),
+            metrics: Arc::default(),
         }
     }
 }
@@ -128,7 +131,10 @@ impl FromRequestParts<AppState> for Served {
 
 /// The client's address, when the server was started with connection info.
 pub fn peer_ip(parts: &Parts) -> Option<IpAddr> {
-    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ci| ci.0.ip())
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ci| ci.0.ip())
 }
 
 /// The request headers MCP clients send that browsers must be allowed to send.
@@ -143,14 +149,23 @@ const MCP_HEADERS: [&str; 7] = [
 ];
 
 fn cors() -> CorsLayer {
-    let mut allow: Vec<HeaderName> = MCP_HEADERS.iter().map(|h| HeaderName::from_static(h)).collect();
+    let mut allow: Vec<HeaderName> = MCP_HEADERS
+        .iter()
+        .map(|h| HeaderName::from_static(h))
+        .collect();
     allow.push(HeaderName::from_static("last-event-id"));
 
     // No cookies or credentials cross origins; /mcp checks the Origin itself before
     // forwarding anything, so mirroring the origin here only lets the browser read answers.
     CorsLayer::new()
         .allow_origin(AllowOrigin::mirror_request())
-        .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::DELETE, Method::OPTIONS])
+        .allow_methods([
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
         .allow_headers(allow)
         .expose_headers([
             header::WWW_AUTHENTICATE,
@@ -163,10 +178,22 @@ fn cors() -> CorsLayer {
 /// The OAuth server and `/mcp`, all routes.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/.well-known/oauth-protected-resource", get(discovery::protected_resource))
-        .route("/.well-known/oauth-protected-resource/mcp", get(discovery::protected_resource))
-        .route("/.well-known/oauth-authorization-server", get(discovery::authorization_server))
-        .route("/.well-known/openid-configuration", get(discovery::openid_configuration))
+        .route(
+            "/.well-known/oauth-protected-resource",
+            get(discovery::protected_resource),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/mcp",
+            get(discovery::protected_resource),
+        )
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(discovery::authorization_server),
+        )
+        .route(
+            "/.well-known/openid-configuration",
+            get(discovery::openid_configuration),
+        )
         .route("/jwks.json", get(discovery::jwks))
         .route("/register", post(register::register))
         .route("/authorize", get(authorize::authorize))

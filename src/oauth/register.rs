@@ -95,7 +95,10 @@ fn check_list(list: &Option<Vec<String>>, field: &str, allowed: &[&str]) -> Resu
 fn validate(served: &Served, meta: &Metadata) -> Result<Vec<String>, OAuthError> {
     let uris = meta.redirect_uris.clone().unwrap_or_default();
     if uris.is_empty() {
-        return Err(OAuthError::new(ErrorCode::InvalidRedirectUri, "redirect_uris is required"));
+        return Err(OAuthError::new(
+            ErrorCode::InvalidRedirectUri,
+            "redirect_uris is required",
+        ));
     }
     if uris.len() > MAX_REDIRECT_URIS {
         return Err(OAuthError::new(
@@ -106,7 +109,10 @@ fn validate(served: &Served, meta: &Metadata) -> Result<Vec<String>, OAuthError>
 
     for uri in &uris {
         if uri.len() > MAX_URI_LEN {
-            return Err(OAuthError::new(ErrorCode::InvalidRedirectUri, "a redirect URI is too long"));
+            return Err(OAuthError::new(
+                ErrorCode::InvalidRedirectUri,
+                "a redirect URI is too long",
+            ));
         }
         if let Err(e) = served.connector.settings.allowlist.check(uri) {
             return Err(OAuthError::new(
@@ -116,7 +122,11 @@ fn validate(served: &Served, meta: &Metadata) -> Result<Vec<String>, OAuthError>
         }
     }
 
-    check_list(&meta.grant_types, "grant_type", &["authorization_code", "refresh_token"])?;
+    check_list(
+        &meta.grant_types,
+        "grant_type",
+        &["authorization_code", "refresh_token"],
+    )?;
     check_list(&meta.response_types, "response_type", &["code"])?;
     Ok(uris)
 }
@@ -128,27 +138,53 @@ pub async fn register(
     parts: Parts,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
-    if let Some(ip) = peer_ip(&parts)
+    let answer = registration(&state, &served, &parts, &body).await;
+    state.metrics.registration(match &answer {
+        Ok(_) => "ok",
+        Err(e) => e.code.as_str(),
+    });
+    answer
+}
+
+async fn registration(
+    state: &AppState,
+    served: &Served,
+    parts: &Parts,
+    body: &Bytes,
+) -> Result<Response, OAuthError> {
+    if let Some(ip) = peer_ip(parts)
         && !state.register_limit.allow(ip, Instant::now())
     {
-        return Err(OAuthError::invalid_request("too many registrations; try again in a minute")
-            .with_status(StatusCode::TOO_MANY_REQUESTS));
+        return Err(
+            OAuthError::invalid_request("too many registrations; try again in a minute")
+                .with_status(StatusCode::TOO_MANY_REQUESTS),
+        );
     }
 
-    let meta: Metadata = serde_json::from_slice(&body)
+    let meta: Metadata = serde_json::from_slice(body)
         .map_err(|e| bad_metadata(format!("the body is not client metadata JSON: {e}")))?;
-    let redirect_uris = validate(&served, &meta)?;
+    let redirect_uris = validate(served, &meta)?;
     let auth = auth_method(meta.token_endpoint_auth_method.as_deref())?;
-    let name = meta.client_name.as_ref().map(|n| n.chars().take(MAX_NAME_LEN).collect::<String>());
+    let name = meta
+        .client_name
+        .as_ref()
+        .map(|n| n.chars().take(MAX_NAME_LEN).collect::<String>());
 
     let now = state.clock.unix();
-    let registration =
-        Registration { redirect_uris: redirect_uris.clone(), auth, name: name.clone(), issued_at: now };
+    let registration = Registration {
+        redirect_uris: redirect_uris.clone(),
+        auth,
+        name: name.clone(),
+        issued_at: now,
+    };
     let keys = &served.connector.keys;
     let client_id = seal::seal(keys, Purpose::Client, &served.connector.id, &registration)
         .map_err(OAuthError::internal)?;
 
-    let scope = meta.scope.clone().unwrap_or_else(|| served.connector.settings.scopes.join(" "));
+    let scope = meta
+        .scope
+        .clone()
+        .unwrap_or_else(|| served.connector.settings.scopes.join(" "));
     let grant_types = meta
         .grant_types
         .clone()
@@ -177,7 +213,12 @@ pub async fn register(
         auth = auth.as_str(),
         "client registered"
     );
-    Ok((StatusCode::CREATED, [("cache-control", "no-store")], Json(answer)).into_response())
+    Ok((
+        StatusCode::CREATED,
+        [("cache-control", "no-store")],
+        Json(answer),
+    )
+        .into_response())
 }
 
 #[cfg(test)]

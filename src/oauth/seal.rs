@@ -95,7 +95,11 @@ pub fn open<'k, T: DeserializeOwned>(
     let nonce = Nonce::try_assume_unique_for_key(&bytes[5..HEADER]).ok()?;
     let plain = key
         .aead()
-        .open_in_place(nonce, Aad::from(aad(purpose, connector)), &mut bytes[HEADER..])
+        .open_in_place(
+            nonce,
+            Aad::from(aad(purpose, connector)),
+            &mut bytes[HEADER..],
+        )
         .ok()?;
 
     let value = serde_json::from_slice(plain).ok()?;
@@ -109,8 +113,12 @@ mod tests {
 
     fn keys() -> Keys {
         let now = jiff::Timestamp::now();
-        let dcr = Keyset { keys: vec![generate_seal_key(now).unwrap()] };
-        let signing = Keyset { keys: vec![generate_signing_key(now).unwrap()] };
+        let dcr = Keyset {
+            keys: vec![generate_seal_key(now).unwrap()],
+        };
+        let signing = Keyset {
+            keys: vec![generate_signing_key(now).unwrap()],
+        };
         Keys::from_keysets(&dcr, &signing).unwrap()
     }
 
@@ -135,7 +143,10 @@ mod tests {
             let mut tampered = raw.clone();
             tampered[i] ^= 0x01;
             let text = B64.encode(&tampered);
-            assert!(open::<Vec<u8>>(&keys, Purpose::Client, "c", &text).is_none(), "byte {i}");
+            assert!(
+                open::<Vec<u8>>(&keys, Purpose::Client, "c", &text).is_none(),
+                "byte {i}"
+            );
         }
     }
 
@@ -151,7 +162,10 @@ mod tests {
         let keys = keys();
         let long = "A".repeat(MAX_SEALED_LEN + 1);
         for input in ["", "!", "AAAA", "AQAAAAAAAAAAAAAAAAAAAA", long.as_str()] {
-            assert!(open::<u32>(&keys, Purpose::Code, "c", input).is_none(), "{input}");
+            assert!(
+                open::<u32>(&keys, Purpose::Code, "c", input).is_none(),
+                "{input}"
+            );
         }
     }
 }

@@ -51,14 +51,35 @@ pub async fn token(
     body: Bytes,
 ) -> Result<Response, OAuthError> {
     let form = params(&body).map_err(OAuthError::invalid_request)?;
+    let grant_type = match form.get("grant_type").map(String::as_str) {
+        Some(g @ ("authorization_code" | "refresh_token")) => g,
+        _ => "other",
+    };
+
+    let answer = grant(&state, &served, &headers, &form).await;
+    let outcome = match &answer {
+        Ok(_) => "issued",
+        Err(e) => e.code.as_str(),
+    };
+    state.metrics.token(grant_type, outcome);
+    answer
+}
+
+async fn grant(
+    state: &AppState,
+    served: &Served,
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+) -> Result<Response, OAuthError> {
+    let (state, served) = (state.clone(), served);
     let get = |k: &str| form.get(k).map(String::as_str);
 
-    let creds = client::credentials(&headers, get("client_id"), get("client_secret"))?;
-    let client = client::authenticate(&state, &served, &creds).await?;
+    let creds = client::credentials(headers, get("client_id"), get("client_secret"))?;
+    let client = client::authenticate(&state, served, &creds).await?;
 
     match get("grant_type") {
-        Some("authorization_code") => authorization_code(&state, &served, &client, &form).await,
-        Some("refresh_token") => refresh_token(&state, &served, &client, &form).await,
+        Some("authorization_code") => authorization_code(&state, served, &client, form).await,
+        Some("refresh_token") => refresh_token(&state, served, &client, form).await,
         Some(other) => Err(OAuthError::new(
             ErrorCode::UnsupportedGrantType,
             format!("grant_type {other} is not supported"),
@@ -70,12 +91,17 @@ pub async fn token(
 fn pkce_matches(verifier: &str, challenge: &str) -> bool {
     // RFC 7636 4.1: 43 to 128 unreserved characters.
     let well_formed = (43..=128).contains(&verifier.len())
-        && verifier.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+        && verifier
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
     let computed = B64.encode(digest::digest(&digest::SHA256, verifier.as_bytes()));
 
     well_formed
-        && aws_lc_rs::constant_time::verify_slices_are_equal(computed.as_bytes(), challenge.as_bytes())
-            .is_ok()
+        && aws_lc_rs::constant_time::verify_slices_are_equal(
+            computed.as_bytes(),
+            challenge.as_bytes(),
+        )
+        .is_ok()
 }
 
 async fn authorization_code(
@@ -96,20 +122,29 @@ async fn authorization_code(
         return Err(OAuthError::invalid_grant("the code has expired"));
     }
     if code.c != client.id {
-        return Err(OAuthError::invalid_grant("the code was issued to another client"));
+        return Err(OAuthError::invalid_grant(
+            "the code was issued to another client",
+        ));
     }
     // OAuth 2.1 4.1.3: the redirect URI must be the one the code was sent to.
     if get("redirect_uri").is_some_and(|r| r != code.r) {
-        return Err(OAuthError::invalid_grant("redirect_uri differs from the authorization request"));
+        return Err(OAuthError::invalid_grant(
+            "redirect_uri differs from the authorization request",
+        ));
     }
     let verifier = get("code_verifier")
         .ok_or_else(|| OAuthError::invalid_request("code_verifier is required (PKCE)"))?;
     if !pkce_matches(verifier, &code.cc) {
-        return Err(OAuthError::invalid_grant("code_verifier does not match the code_challenge"));
+        return Err(OAuthError::invalid_grant(
+            "code_verifier does not match the code_challenge",
+        ));
     }
     let resource = check_resource(served, get("resource"))?;
     if resource != code.res {
-        return Err(OAuthError::new(ErrorCode::InvalidTarget, "resource differs from the login"));
+        return Err(OAuthError::new(
+            ErrorCode::InvalidTarget,
+            "resource differs from the login",
+        ));
     }
 
     let expires = jiff::Timestamp::from_second(code.exp).unwrap_or_else(|_| state.clock.now());
@@ -146,8 +181,8 @@ async fn refresh_token(
     let connector = &served.connector;
     let now = state.clock.now();
 
-    let sealed =
-        get("refresh_token").ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
+    let sealed = get("refresh_token")
+        .ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
     let (old, _) =
         seal::open::<RefreshGrant>(&connector.keys, Purpose::Refresh, &connector.id, sealed)
             .ok_or_else(|| OAuthError::invalid_grant("the refresh token is invalid"))?;
@@ -156,10 +191,15 @@ async fn refresh_token(
         return Err(OAuthError::invalid_grant("the refresh token has expired"));
     }
     if old.c != client.id {
-        return Err(OAuthError::invalid_grant("the refresh token was issued to another client"));
+        return Err(OAuthError::invalid_grant(
+            "the refresh token was issued to another client",
+        ));
     }
     if check_resource(served, get("resource"))? != old.res {
-        return Err(OAuthError::new(ErrorCode::InvalidTarget, "resource differs from the grant"));
+        return Err(OAuthError::new(
+            ErrorCode::InvalidTarget,
+            "resource differs from the grant",
+        ));
     }
     let scope = narrowed_scope(&old.sc, get("scope"))?;
 
@@ -175,12 +215,18 @@ async fn refresh_token(
         Refresh::Rotated(n) | Refresh::Raced(n) => n,
         Refresh::Replayed => {
             tracing::warn!(connector = %connector.id, user = %old.u, "refresh token replayed; grant revoked");
-            return Err(OAuthError::invalid_grant("the refresh token was already used"));
+            return Err(OAuthError::invalid_grant(
+                "the refresh token was already used",
+            ));
         }
         Refresh::Revoked => return Err(OAuthError::invalid_grant("the grant was revoked")),
     };
 
-    let grant = RefreshGrant { n: generation, exp, ..old };
+    let grant = RefreshGrant {
+        n: generation,
+        exp,
+        ..old
+    };
     issue(state, served, &grant, &scope)
 }
 
@@ -259,14 +305,20 @@ mod tests {
         let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 
         assert!(pkce_matches(verifier, challenge));
-        assert!(!pkce_matches("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXX", challenge));
+        assert!(!pkce_matches(
+            "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXX",
+            challenge
+        ));
         assert!(!pkce_matches("short", challenge));
     }
 
     #[test]
     fn a_refresh_may_narrow_but_not_widen() {
         assert_eq!(narrowed_scope("mcp read", None).unwrap(), "mcp read");
-        assert_eq!(narrowed_scope("mcp read", Some("mcp offline_access")).unwrap(), "mcp");
+        assert_eq!(
+            narrowed_scope("mcp read", Some("mcp offline_access")).unwrap(),
+            "mcp"
+        );
         assert!(narrowed_scope("mcp", Some("admin")).is_err());
     }
 }

@@ -132,19 +132,22 @@ pub struct Context {
     /// The time.
     pub clock: Clock,
     /// Counters.
-    pub stats: Stats,
+    pub stats: Arc<Stats>,
 }
 
 impl Context {
     /// A context reporting Events as `mcp-connector` (instance `instance`).
     pub fn new(client: Client, store: KeyStore, clock: Clock, instance: Option<String>) -> Context {
-        let reporter = Reporter { controller: MANAGED_BY.into(), instance };
+        let reporter = Reporter {
+            controller: MANAGED_BY.into(),
+            instance,
+        };
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             store,
             clock,
-            stats: Stats::default(),
+            stats: Arc::default(),
         }
     }
 }
@@ -163,7 +166,11 @@ pub async fn run(
                 Api::namespaced(client.clone(), ns),
                 Api::namespaced(client, ns),
             ),
-            None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client)),
+            None => (
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+                Api::all(client),
+            ),
         };
 
     let (reader, writer) = reflector::store();
@@ -186,9 +193,11 @@ pub async fn run(
     let named = reader.clone();
     Controller::for_stream(triggers, reader)
         .owns(secrets, managed)
-        .watches(deployments, watcher::Config::default(), move |d: Deployment| {
-            connectors_naming(&named, &d)
-        })
+        .watches(
+            deployments,
+            watcher::Config::default(),
+            move |d: Deployment| connectors_naming(&named, &d),
+        )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -277,8 +286,14 @@ async fn keep_secrets(
 ) -> Result<SecretsOutcome, Error> {
     let ns = obj.namespace().ok_or(Error::MissingNamespace)?;
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    let owner = obj.controller_owner_ref(&()).ok_or(Error::MissingNamespace)?;
-    let known = obj.status.as_ref().and_then(|s| s.secrets.clone()).unwrap_or_default();
+    let owner = obj
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingNamespace)?;
+    let known = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.secrets.clone())
+        .unwrap_or_default();
     let name = obj.name_any();
 
     let dcr = secrets::keep(
@@ -320,7 +335,10 @@ async fn keep_secrets(
     };
 
     let mut regenerated = false;
-    for (secret, kept) in [(&settings.dcr.name, &dcr), (&settings.signing_key.name, &signing)] {
+    for (secret, kept) in [
+        (&settings.dcr.name, &dcr),
+        (&settings.signing_key.name, &signing),
+    ] {
         regenerated |= report_change(ctx, obj, secret, &kept.change).await;
     }
 
@@ -328,12 +346,20 @@ async fn keep_secrets(
     let status = SecretsStatus {
         dcr_uid: dcr.uid.clone(),
         signing_key_uid: signing.uid.clone(),
-        regenerated_at: if regenerated { Some(now.to_string()) } else { known.regenerated_at },
+        regenerated_at: if regenerated {
+            Some(now.to_string())
+        } else {
+            known.regenerated_at
+        },
     };
     Ok(SecretsOutcome {
         signing_kid: Some(keys.current_signing().kid.clone()),
         keys: Some(keys),
-        observed: Observed::ok(status::SECRETS_READY, "KeysAvailable", "both Secrets hold usable keys"),
+        observed: Observed::ok(
+            status::SECRETS_READY,
+            "KeysAvailable",
+            "both Secrets hold usable keys",
+        ),
         status,
         next_due: [dcr.next_due, signing.next_due].into_iter().flatten().min(),
     })
@@ -343,9 +369,12 @@ async fn keep_secrets(
 async fn report_change(ctx: &Context, obj: &McpConnector, secret: &str, change: &Change) -> bool {
     let (type_, reason, note, fresh) = match change {
         Change::Kept => return false,
-        Change::Created => {
-            (EventType::Normal, "SecretCreated", format!("created Secret {secret} with new keys"), true)
-        }
+        Change::Created => (
+            EventType::Normal,
+            "SecretCreated",
+            format!("created Secret {secret} with new keys"),
+            true,
+        ),
         Change::Regenerated => (
             EventType::Warning,
             "ForcedReauth",
@@ -386,18 +415,28 @@ async fn report_change(ctx: &Context, obj: &McpConnector, secret: &str, change: 
 
 /// Reads the upstream's own secret (the OIDC client secret or the proxy's shared secret).
 async fn upstream(ctx: &Context, ns: &str, settings: &Settings) -> Result<Upstream, Observed> {
-    let missing = |why: String| Observed::failed(status::UPSTREAM_READY, "UpstreamSecretMissing", why);
+    let missing =
+        |why: String| Observed::failed(status::UPSTREAM_READY, "UpstreamSecretMissing", why);
     let read = |secret_ref: crate::crd::SecretKeyRef| async move {
         let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-        let secret = api.get_opt(&secret_ref.name).await.map_err(|e| {
-            missing(format!("Secret {} could not be read: {e}", secret_ref.name))
-        })?;
+        let secret = api
+            .get_opt(&secret_ref.name)
+            .await
+            .map_err(|e| missing(format!("Secret {} could not be read: {e}", secret_ref.name)))?;
         let value = secret
             .and_then(|s| s.data)
             .and_then(|d| d.get(&secret_ref.key).cloned())
-            .ok_or_else(|| missing(format!("Secret {} has no key {}", secret_ref.name, secret_ref.key)))?;
+            .ok_or_else(|| {
+                missing(format!(
+                    "Secret {} has no key {}",
+                    secret_ref.name, secret_ref.key
+                ))
+            })?;
         let text = String::from_utf8(value.0).map_err(|_| {
-            missing(format!("Secret {} key {} is not UTF-8", secret_ref.name, secret_ref.key))
+            missing(format!(
+                "Secret {} key {} is not UTF-8",
+                secret_ref.name, secret_ref.key
+            ))
         })?;
         Ok::<_, Observed>(SecretString::new(text.trim()))
     };
@@ -418,14 +457,17 @@ async fn upstream(ctx: &Context, ns: &str, settings: &Settings) -> Result<Upstre
             username_claim: username_claim.clone(),
             groups_claim: groups_claim.clone(),
         })),
-        UpstreamSettings::Proxy { user_header, groups_header, secret_header, secret_ref } => {
-            Ok(Upstream::Proxy(ProxyUpstream {
-                user_header: user_header.clone(),
-                groups_header: groups_header.clone(),
-                secret_header: secret_header.clone(),
-                shared_secret: read(secret_ref.clone()).await?,
-            }))
-        }
+        UpstreamSettings::Proxy {
+            user_header,
+            groups_header,
+            secret_header,
+            secret_ref,
+        } => Ok(Upstream::Proxy(ProxyUpstream {
+            user_header: user_header.clone(),
+            groups_header: groups_header.clone(),
+            secret_header: secret_header.clone(),
+            shared_secret: read(secret_ref.clone()).await?,
+        })),
         UpstreamSettings::DevUsers(users) => Ok(Upstream::DevUsers(users.clone())),
     }
 }
@@ -447,7 +489,11 @@ async fn order_dependents(
     let ns = obj.namespace().ok_or(Error::MissingNamespace)?;
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let old = obj.status.as_ref().map(|s| s.dependents.clone()).unwrap_or_default();
+    let old = obj
+        .status
+        .as_ref()
+        .map(|s| s.dependents.clone())
+        .unwrap_or_default();
     let server = &settings.mcp_server;
 
     let Some(mcp) =
@@ -478,7 +524,10 @@ async fn order_dependents(
     for name in &settings.dependents {
         let previous = old.iter().find(|d| &d.deployment == name).cloned();
         let cause = previous.as_ref().and_then(|p| p.last_cause.clone());
-        let mut record = previous.unwrap_or(DependentStatus { deployment: name.clone(), ..Default::default() });
+        let mut record = previous.unwrap_or(DependentStatus {
+            deployment: name.clone(),
+            ..Default::default()
+        });
 
         match restart::view_dependent(&deployments, &pods, name, cause).await? {
             None => problems.push(("DependentNotFound", format!("Deployment {name} not found"))),
@@ -504,7 +553,15 @@ async fn order_dependents(
                         ..Default::default()
                     };
                     let reason = "RestartedDependent";
-                    publish(ctx, obj, EventType::Normal, reason, note.clone(), Some(related)).await;
+                    publish(
+                        ctx,
+                        obj,
+                        EventType::Normal,
+                        reason,
+                        note.clone(),
+                        Some(related),
+                    )
+                    .await;
                     record.last_cause = Some(cause);
                     record.restarted_at = Some(now.to_string());
                     problems.push(("RestartInProgress", note));
@@ -518,15 +575,26 @@ async fn order_dependents(
         None => Observed::ok(
             status::DEPENDENTS_ORDERED,
             "InOrder",
-            format!("every dependent started after {} was Ready", server.deployment),
+            format!(
+                "every dependent started after {} was Ready",
+                server.deployment
+            ),
         ),
         Some((reason, _)) => Observed::failed(
             status::DEPENDENTS_ORDERED,
             reason,
-            problems.iter().map(|(_, m)| m.as_str()).collect::<Vec<_>>().join("; "),
+            problems
+                .iter()
+                .map(|(_, m)| m.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
         ),
     };
-    Ok(Ordering { mcp_server, dependents, records })
+    Ok(Ordering {
+        mcp_server,
+        dependents,
+        records,
+    })
 }
 
 async fn reconcile(obj: Arc<McpConnector>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -545,7 +613,11 @@ async fn reconcile(obj: Arc<McpConnector>, ctx: Arc<Context>) -> Result<Action, 
     );
     let settings = Settings::from_spec(&ns, spec);
     let base_observed = match &base {
-        Ok(b) => Observed::ok(status::BASE_URL_RESOLVED, "Resolved", format!("serving {}", b.as_str())),
+        Ok(b) => Observed::ok(
+            status::BASE_URL_RESOLVED,
+            "Resolved",
+            format!("serving {}", b.as_str()),
+        ),
         Err(e) => Observed::failed(status::BASE_URL_RESOLVED, e.reason, e.message.clone()),
     };
 
@@ -556,7 +628,11 @@ async fn reconcile(obj: Arc<McpConnector>, ctx: Arc<Context>) -> Result<Action, 
     match &settings {
         Err(e) => {
             let msg = format!("the spec is invalid: {e}");
-            observed.push(Observed::unknown(status::SECRETS_READY, "InvalidSpec", msg.clone()));
+            observed.push(Observed::unknown(
+                status::SECRETS_READY,
+                "InvalidSpec",
+                msg.clone(),
+            ));
             observed.push(Observed::failed(status::UPSTREAM_READY, "InvalidSpec", msg));
         }
         Ok(s) => {
@@ -573,7 +649,11 @@ async fn reconcile(obj: Arc<McpConnector>, ctx: Arc<Context>) -> Result<Action, 
                         "spec.upstream.devUsers is accepted only for a loopback base URL",
                     )
                 }
-                Ok(_) => Observed::ok(status::UPSTREAM_READY, "Configured", "sign-in is configured"),
+                Ok(_) => Observed::ok(
+                    status::UPSTREAM_READY,
+                    "Configured",
+                    "sign-in is configured",
+                ),
                 Err(o) => o.clone(),
             });
             upstream_result = up.ok();
@@ -583,7 +663,13 @@ async fn reconcile(obj: Arc<McpConnector>, ctx: Arc<Context>) -> Result<Action, 
     // Publish to the key store: serving only when every step succeeded.
     let ready = status::ready(&observed);
     let keys = outcome.as_mut().and_then(|o| o.keys.take());
-    let entry = match (&base, settings.as_ref().ok(), keys, upstream_result, ready.status) {
+    let entry = match (
+        &base,
+        settings.as_ref().ok(),
+        keys,
+        upstream_result,
+        ready.status,
+    ) {
         (Ok(base), Some(settings), Some(keys), Some(upstream), Some(true)) => {
             Entry::Serving(Arc::new(Connector {
                 id: id.clone(),
@@ -595,14 +681,20 @@ async fn reconcile(obj: Arc<McpConnector>, ctx: Arc<Context>) -> Result<Action, 
             }))
         }
         (base, ..) => Entry::Unavailable {
-            host: base.as_ref().ok().map(|b: &BaseUrl| b.host_key().to_string()),
+            host: base
+                .as_ref()
+                .ok()
+                .map(|b: &BaseUrl| b.host_key().to_string()),
             why: ready.message.clone(),
         },
     };
     ctx.store.upsert(&id, entry);
 
     // Restart ordering: informational for the OAuth server, so not part of Ready.
-    let secrets_status = outcome.as_ref().map(|o| o.status.clone()).or(old.secrets.clone());
+    let secrets_status = outcome
+        .as_ref()
+        .map(|o| o.status.clone())
+        .or(old.secrets.clone());
     let regenerated_at = secrets_status
         .as_ref()
         .and_then(|s| s.regenerated_at.as_deref())
@@ -626,22 +718,30 @@ async fn reconcile(obj: Arc<McpConnector>, ctx: Arc<Context>) -> Result<Action, 
         issuer: resolved,
         signing_key_id: outcome.as_ref().and_then(|o| o.signing_kid.clone()),
         secrets: secrets_status,
-        dependents: ordering.map(|o| o.records).unwrap_or_else(|| old.dependents.clone()),
+        dependents: ordering
+            .map(|o| o.records)
+            .unwrap_or_else(|| old.dependents.clone()),
         conditions: status::conditions(&old.conditions, &all, generation, now),
     };
     if new_status != old {
         let api: Api<McpConnector> = Api::namespaced(ctx.client.clone(), &ns);
         let patch = status_patch(&old, &new_status);
-        api.patch_status(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(Error::WriteStatus)?;
+        api.patch_status(
+            &obj.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(Error::WriteStatus)?;
         ctx.stats.status_writes.fetch_add(1, Ordering_::Relaxed);
     }
 
     if settings.is_err() {
         return Ok(Action::await_change());
     }
-    let due = outcome.and_then(|o| o.next_due).map(|t| t.duration_since(now));
+    let due = outcome
+        .and_then(|o| o.next_due)
+        .map(|t| t.duration_since(now));
     Ok(Action::requeue(requeue_after(due)))
 }
 
@@ -654,7 +754,9 @@ fn status_patch(old: &McpConnectorStatus, new: &McpConnectorStatus) -> serde_jso
         (status.as_object_mut(), serde_json::to_value(old))
     {
         for field in before.keys() {
-            fields.entry(field.clone()).or_insert(serde_json::Value::Null);
+            fields
+                .entry(field.clone())
+                .or_insert(serde_json::Value::Null);
         }
     }
     serde_json::json!({ "status": status })
@@ -665,6 +767,8 @@ fn requeue_after(due: Option<jiff::SignedDuration>) -> Duration {
     match due {
         None => RESYNC,
         Some(d) if d.is_negative() => Duration::from_secs(1),
-        Some(d) => Duration::try_from(d).unwrap_or(RESYNC).clamp(Duration::from_secs(1), RESYNC),
+        Some(d) => Duration::try_from(d)
+            .unwrap_or(RESYNC)
+            .clamp(Duration::from_secs(1), RESYNC),
     }
 }

@@ -121,11 +121,14 @@ pub fn decide(
 
     let causes = [
         mcp.newest_ready_at.map(|at| {
-            (format!("mcp-server:{}", mcp.revision), at, "the MCP server's newest Pod became Ready")
+            (
+                format!("mcp-server:{}", mcp.revision),
+                at,
+                "the MCP server's newest Pod became Ready",
+            )
         }),
-        secrets_regenerated_at.map(|at| {
-            (format!("secrets:{at}"), at, "the Secrets were regenerated")
-        }),
+        secrets_regenerated_at
+            .map(|at| (format!("secrets:{at}"), at, "the Secrets were regenerated")),
     ];
     for (cause, at, event) in causes.into_iter().flatten() {
         let already = dependent.status_cause.as_deref() == Some(cause.as_str())
@@ -144,7 +147,11 @@ pub fn decide(
 }
 
 fn selector(labels: &BTreeMap<String, String>) -> String {
-    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn created(pod: &Pod) -> Option<Timestamp> {
@@ -153,23 +160,39 @@ fn created(pod: &Pod) -> Option<Timestamp> {
 
 fn ready_since(pod: &Pod) -> Option<Timestamp> {
     let conditions = pod.status.as_ref()?.conditions.as_ref()?;
-    let ready = conditions.iter().find(|c| c.type_ == "Ready" && c.status == "True")?;
-    ready.last_transition_time.as_ref().map(|t| t.0).or_else(|| created(pod))
+    let ready = conditions
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.status == "True")?;
+    ready
+        .last_transition_time
+        .as_ref()
+        .map(|t| t.0)
+        .or_else(|| created(pod))
 }
 
 async fn pods(api: &Api<Pod>, labels: &BTreeMap<String, String>) -> Result<Vec<Pod>, Error> {
     let params = ListParams::default().labels(&selector(labels));
-    let list = api.list(&params).await.map_err(|source| Error::ReadWorkload {
-        what: format!("Pods {}", selector(labels)),
-        source,
-    })?;
-    Ok(list.items.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect())
+    let list = api
+        .list(&params)
+        .await
+        .map_err(|source| Error::ReadWorkload {
+            what: format!("Pods {}", selector(labels)),
+            source,
+        })?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect())
 }
 
 async fn deployment(api: &Api<Deployment>, name: &str) -> Result<Option<Deployment>, Error> {
     api.get_opt(name)
         .await
-        .map_err(|source| Error::ReadWorkload { what: format!("Deployment {name}"), source })
+        .map_err(|source| Error::ReadWorkload {
+            what: format!("Deployment {name}"),
+            source,
+        })
 }
 
 /// Reads the MCP server's Deployment and Pods; `None` when the Deployment does not exist.
@@ -214,7 +237,11 @@ pub async fn view_dependent(
     let oldest_pod = if labels.is_empty() {
         None
     } else {
-        pods(pods_api, &labels).await?.iter().filter_map(created).min()
+        pods(pods_api, &labels)
+            .await?
+            .iter()
+            .filter_map(created)
+            .min()
     };
     Ok(Some(DependentView {
         name: name.into(),
@@ -241,7 +268,10 @@ pub async fn restart(
     deployments
         .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
-        .map_err(|source| Error::RestartDependent { name: name.into(), source })?;
+        .map_err(|source| Error::RestartDependent {
+            name: name.into(),
+            source,
+        })?;
     Ok(())
 }
 
@@ -255,7 +285,11 @@ mod tests {
     }
 
     fn ready_mcp(revision: &str, ready_at: &str) -> McpServerView {
-        McpServerView { ready: Ok(()), revision: revision.into(), newest_ready_at: Some(at(ready_at)) }
+        McpServerView {
+            ready: Ok(()),
+            revision: revision.into(),
+            newest_ready_at: Some(at(ready_at)),
+        }
     }
 
     fn dependent(oldest: &str) -> DependentView {
@@ -274,9 +308,17 @@ mod tests {
         let old = dependent("2026-01-01T09:00:00Z");
 
         let first = decide(&mcp, &old, None);
-        let Decision::Restart { cause, .. } = &first else { panic!("{first:?}") };
-        let recorded = DependentView { status_cause: Some(cause.clone()), ..old.clone() };
-        let on_template = DependentView { template_cause: Some(cause.clone()), ..old };
+        let Decision::Restart { cause, .. } = &first else {
+            panic!("{first:?}")
+        };
+        let recorded = DependentView {
+            status_cause: Some(cause.clone()),
+            ..old.clone()
+        };
+        let on_template = DependentView {
+            template_cause: Some(cause.clone()),
+            ..old
+        };
 
         assert_eq!(cause, "mcp-server:7");
         assert_eq!(decide(&mcp, &recorded, None), Decision::InOrder);
@@ -287,39 +329,72 @@ mod tests {
     fn a_younger_dependent_stays() {
         let mcp = ready_mcp("7", "2026-01-01T10:00:00Z");
 
-        assert_eq!(decide(&mcp, &dependent("2026-01-01T10:00:01Z"), None), Decision::InOrder);
+        assert_eq!(
+            decide(&mcp, &dependent("2026-01-01T10:00:01Z"), None),
+            Decision::InOrder
+        );
     }
 
     #[test]
     fn nothing_restarts_while_the_mcp_server_is_not_ready() {
-        let mcp = McpServerView { ready: Err("0 of 1 replicas are ready".into()), ..ready_mcp("7", "2026-01-01T10:00:00Z") };
+        let mcp = McpServerView {
+            ready: Err("0 of 1 replicas are ready".into()),
+            ..ready_mcp("7", "2026-01-01T10:00:00Z")
+        };
 
         let d = decide(&mcp, &dependent("2026-01-01T09:00:00Z"), None);
 
-        assert!(matches!(d, Decision::Wait { reason: "McpServerNotReady", .. }), "{d:?}");
+        assert!(
+            matches!(
+                d,
+                Decision::Wait {
+                    reason: "McpServerNotReady",
+                    ..
+                }
+            ),
+            "{d:?}"
+        );
     }
 
     #[test]
     fn a_dependent_rolling_out_is_waited_for() {
         let mcp = ready_mcp("7", "2026-01-01T10:00:00Z");
-        let rolling = DependentView { rolled_out: Err("1 of 2".into()), ..dependent("2026-01-01T09:00:00Z") };
+        let rolling = DependentView {
+            rolled_out: Err("1 of 2".into()),
+            ..dependent("2026-01-01T09:00:00Z")
+        };
 
-        assert!(matches!(decide(&mcp, &rolling, None), Decision::Wait { reason: "DependentRollingOut", .. }));
+        assert!(matches!(
+            decide(&mcp, &rolling, None),
+            Decision::Wait {
+                reason: "DependentRollingOut",
+                ..
+            }
+        ));
     }
 
     #[test]
     fn regenerated_secrets_restart_an_older_dependent() {
         let mcp = ready_mcp("7", "2026-01-01T08:00:00Z");
 
-        let d = decide(&mcp, &dependent("2026-01-01T09:00:00Z"), Some(at("2026-01-01T11:00:00Z")));
+        let d = decide(
+            &mcp,
+            &dependent("2026-01-01T09:00:00Z"),
+            Some(at("2026-01-01T11:00:00Z")),
+        );
 
-        let Decision::Restart { cause, .. } = d else { panic!("{d:?}") };
+        let Decision::Restart { cause, .. } = d else {
+            panic!("{d:?}")
+        };
         assert!(cause.starts_with("secrets:"));
     }
 
     fn deployment(generation: i64, status: DeploymentStatus) -> Deployment {
         let mut d = Deployment {
-            spec: DeploymentSpec { replicas: Some(2), ..Default::default() },
+            spec: DeploymentSpec {
+                replicas: Some(2),
+                ..Default::default()
+            },
             status: Some(status),
             ..Default::default()
         };
@@ -338,11 +413,41 @@ mod tests {
             ..Default::default()
         };
         let cases = [
-            (DeploymentStatus { observed_generation: Some(2), ..done.clone() }, "observed"),
-            (DeploymentStatus { updated_replicas: Some(1), ..done.clone() }, "updated"),
-            (DeploymentStatus { ready_replicas: Some(1), ..done.clone() }, "ready"),
-            (DeploymentStatus { available_replicas: None, ..done.clone() }, "available"),
-            (DeploymentStatus { replicas: Some(3), ..done.clone() }, "older revision"),
+            (
+                DeploymentStatus {
+                    observed_generation: Some(2),
+                    ..done.clone()
+                },
+                "observed",
+            ),
+            (
+                DeploymentStatus {
+                    updated_replicas: Some(1),
+                    ..done.clone()
+                },
+                "updated",
+            ),
+            (
+                DeploymentStatus {
+                    ready_replicas: Some(1),
+                    ..done.clone()
+                },
+                "ready",
+            ),
+            (
+                DeploymentStatus {
+                    available_replicas: None,
+                    ..done.clone()
+                },
+                "available",
+            ),
+            (
+                DeploymentStatus {
+                    replicas: Some(3),
+                    ..done.clone()
+                },
+                "older revision",
+            ),
         ];
 
         assert_eq!(rollout(&deployment(3, done.clone())), Ok(()));

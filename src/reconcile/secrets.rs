@@ -58,7 +58,12 @@ pub enum Decision {
 
 /// Whether the operator made this Secret.
 pub fn is_managed(secret: &Secret) -> bool {
-    secret.metadata.labels.as_ref().and_then(|l| l.get(MANAGED_BY_LABEL)).map(String::as_str)
+    secret
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(MANAGED_BY_LABEL))
+        .map(String::as_str)
         == Some(MANAGED_BY)
 }
 
@@ -72,17 +77,32 @@ pub fn decide(
     now: Timestamp,
 ) -> Result<Decision, KeyError> {
     let Some(secret) = existing else {
-        let change = if known_uid.is_some() { Change::Regenerated } else { Change::Created };
-        return Ok(Decision::Create(Keyset { keys: vec![kind.generate(now)?] }, change));
+        let change = if known_uid.is_some() {
+            Change::Regenerated
+        } else {
+            Change::Created
+        };
+        return Ok(Decision::Create(
+            Keyset {
+                keys: vec![kind.generate(now)?],
+            },
+            change,
+        ));
     };
 
-    let bytes = secret.data.as_ref().and_then(|d| d.get(KEYSET_KEY)).map(|b| b.0.as_slice());
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(KEYSET_KEY))
+        .map(|b| b.0.as_slice());
     let parsed = Keyset::from_bytes(bytes).and_then(|set| kind.validate(&set).map(|()| set));
     let set = match (parsed, is_managed(secret)) {
         (Ok(set), _) => set,
         (Err(_), false) => return Ok(Decision::Foreign),
         (Err(why), true) => {
-            let fresh = Keyset { keys: vec![kind.generate(now)?] };
+            let fresh = Keyset {
+                keys: vec![kind.generate(now)?],
+            };
             return Ok(Decision::Update(fresh, Change::Replaced(why.to_string())));
         }
     };
@@ -108,7 +128,9 @@ pub fn desired(
     keyset: &Keyset,
     existing: Option<&Secret>,
 ) -> Secret {
-    let mut labels = existing.and_then(|s| s.metadata.labels.clone()).unwrap_or_default();
+    let mut labels = existing
+        .and_then(|s| s.metadata.labels.clone())
+        .unwrap_or_default();
     labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY.into());
     labels.insert(CONNECTOR_LABEL.into(), connector.into());
 
@@ -122,7 +144,10 @@ pub fn desired(
             ..ObjectMeta::default()
         },
         type_: Some("Opaque".into()),
-        data: Some(BTreeMap::from([(KEYSET_KEY.to_string(), ByteString(keyset.to_bytes()))])),
+        data: Some(BTreeMap::from([(
+            KEYSET_KEY.to_string(),
+            ByteString(keyset.to_bytes()),
+        )])),
         ..Secret::default()
     }
 }
@@ -143,8 +168,12 @@ pub async fn keep(
     let existing = api
         .get_opt(name)
         .await
-        .map_err(|source| Error::ReadSecret { name: name.into(), source })?;
-    let decision = decide(existing.as_ref(), known_uid, kind, policy, now).map_err(Error::Generate)?;
+        .map_err(|source| Error::ReadSecret {
+            name: name.into(),
+            source,
+        })?;
+    let decision =
+        decide(existing.as_ref(), known_uid, kind, policy, now).map_err(Error::Generate)?;
 
     let (keyset, change, written) = match decision {
         Decision::Foreign => {
@@ -156,14 +185,22 @@ pub async fn keep(
         Decision::Keep(set) => {
             let uid = existing.as_ref().and_then(|s| s.metadata.uid.clone());
             let next_due = rotation::next_due(&set, policy);
-            return Ok(Ok(Kept { keyset: set, uid, change: Change::Kept, next_due }));
+            return Ok(Ok(Kept {
+                keyset: set,
+                uid,
+                change: Change::Kept,
+                next_due,
+            }));
         }
         Decision::Create(set, change) => {
             let secret = desired(name, namespace, connector, owner, &set, None);
             let created = api
                 .create(&PostParams::default(), &secret)
                 .await
-                .map_err(|source| Error::WriteSecret { name: name.into(), source })?;
+                .map_err(|source| Error::WriteSecret {
+                    name: name.into(),
+                    source,
+                })?;
             (set, change, created)
         }
         Decision::Update(set, change) => {
@@ -173,13 +210,21 @@ pub async fn keep(
             let replaced = api
                 .replace(name, &PostParams::default(), &secret)
                 .await
-                .map_err(|source| Error::WriteSecret { name: name.into(), source })?;
+                .map_err(|source| Error::WriteSecret {
+                    name: name.into(),
+                    source,
+                })?;
             (set, change, replaced)
         }
     };
 
     let next_due = rotation::next_due(&keyset, policy);
-    Ok(Ok(Kept { keyset, uid: written.metadata.uid, change, next_due }))
+    Ok(Ok(Kept {
+        keyset,
+        uid: written.metadata.uid,
+        change,
+        next_due,
+    }))
 }
 
 #[cfg(test)]
@@ -200,11 +245,17 @@ mod tests {
 
     fn secret_with(bytes: &[u8], managed: bool) -> Secret {
         let mut s = Secret {
-            data: Some(BTreeMap::from([(KEYSET_KEY.to_string(), ByteString(bytes.to_vec()))])),
+            data: Some(BTreeMap::from([(
+                KEYSET_KEY.to_string(),
+                ByteString(bytes.to_vec()),
+            )])),
             ..Secret::default()
         };
         if managed {
-            s.metadata.labels = Some(BTreeMap::from([(MANAGED_BY_LABEL.into(), MANAGED_BY.into())]));
+            s.metadata.labels = Some(BTreeMap::from([(
+                MANAGED_BY_LABEL.into(),
+                MANAGED_BY.into(),
+            )]));
         }
         s
     }
@@ -220,17 +271,33 @@ mod tests {
 
     #[test]
     fn garbage_in_our_secret_is_replaced_and_in_a_foreign_one_left_alone() {
-        let ours = decide(Some(&secret_with(b"garbage", true)), None, KeyKind::Seal, policy(), now());
-        let theirs =
-            decide(Some(&secret_with(b"garbage", false)), None, KeyKind::Seal, policy(), now());
+        let ours = decide(
+            Some(&secret_with(b"garbage", true)),
+            None,
+            KeyKind::Seal,
+            policy(),
+            now(),
+        );
+        let theirs = decide(
+            Some(&secret_with(b"garbage", false)),
+            None,
+            KeyKind::Seal,
+            policy(),
+            now(),
+        );
 
-        assert!(matches!(ours.unwrap(), Decision::Update(_, Change::Replaced(_))));
+        assert!(matches!(
+            ours.unwrap(),
+            Decision::Update(_, Change::Replaced(_))
+        ));
         assert!(matches!(theirs.unwrap(), Decision::Foreign));
     }
 
     #[test]
     fn a_current_keyset_is_kept_and_an_old_one_rotated() {
-        let young = Keyset { keys: vec![KeyKind::Signing.generate(now()).unwrap()] };
+        let young = Keyset {
+            keys: vec![KeyKind::Signing.generate(now()).unwrap()],
+        };
         let secret = secret_with(&young.to_bytes(), true);
         let later = now() + SignedDuration::from_hours(721);
 
@@ -238,13 +305,17 @@ mod tests {
         let rotated = decide(Some(&secret), None, KeyKind::Signing, policy(), later).unwrap();
 
         assert!(matches!(kept, Decision::Keep(_)));
-        let Decision::Update(set, Change::Rotated(_)) = rotated else { panic!("{rotated:?}") };
+        let Decision::Update(set, Change::Rotated(_)) = rotated else {
+            panic!("{rotated:?}")
+        };
         assert_eq!(set.keys[1].kid, young.keys[0].kid);
     }
 
     #[test]
     fn a_seal_keyset_in_the_signing_secret_is_unusable() {
-        let seal = Keyset { keys: vec![KeyKind::Seal.generate(now()).unwrap()] };
+        let seal = Keyset {
+            keys: vec![KeyKind::Seal.generate(now()).unwrap()],
+        };
         let secret = secret_with(&seal.to_bytes(), true);
 
         let d = decide(Some(&secret), None, KeyKind::Signing, policy(), now()).unwrap();

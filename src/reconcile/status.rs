@@ -34,17 +34,32 @@ pub struct Observed {
 impl Observed {
     /// A True condition.
     pub fn ok(type_: &'static str, reason: &str, message: impl Into<String>) -> Observed {
-        Observed { type_, status: Some(true), reason: reason.into(), message: message.into() }
+        Observed {
+            type_,
+            status: Some(true),
+            reason: reason.into(),
+            message: message.into(),
+        }
     }
 
     /// A False condition.
     pub fn failed(type_: &'static str, reason: &str, message: impl Into<String>) -> Observed {
-        Observed { type_, status: Some(false), reason: reason.into(), message: message.into() }
+        Observed {
+            type_,
+            status: Some(false),
+            reason: reason.into(),
+            message: message.into(),
+        }
     }
 
     /// An Unknown condition.
     pub fn unknown(type_: &'static str, reason: &str, message: impl Into<String>) -> Observed {
-        Observed { type_, status: None, reason: reason.into(), message: message.into() }
+        Observed {
+            type_,
+            status: None,
+            reason: reason.into(),
+            message: message.into(),
+        }
     }
 
     fn status_str(&self) -> &'static str {
@@ -107,8 +122,18 @@ mod tests {
         let t1: Timestamp = "2026-01-01T01:00:00Z".parse().unwrap();
         let first = conditions(&[], &[Observed::ok(SECRETS_READY, "A", "m")], Some(1), t0);
 
-        let same = conditions(&first, &[Observed::ok(SECRETS_READY, "B", "n")], Some(2), t1);
-        let flipped = conditions(&first, &[Observed::failed(SECRETS_READY, "C", "o")], Some(2), t1);
+        let same = conditions(
+            &first,
+            &[Observed::ok(SECRETS_READY, "B", "n")],
+            Some(2),
+            t1,
+        );
+        let flipped = conditions(
+            &first,
+            &[Observed::failed(SECRETS_READY, "C", "o")],
+            Some(2),
+            t1,
+        );
 
         assert_eq!(same[0].last_transition_time, t0.to_string());
         assert_eq!(flipped[0].last_transition_time, t1.to_string());

@@ -77,7 +77,11 @@ impl ProxyUpstream {
         }
 
         let header_text = |name: &str| {
-            headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).unwrap_or_default()
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .unwrap_or_default()
         };
         let username = header_text(&self.user_header).to_string();
         if username.is_empty() {
@@ -92,7 +96,11 @@ impl ProxyUpstream {
 }
 
 fn split_groups(raw: &str) -> Vec<String> {
-    raw.split([',', ' ']).map(str::trim).filter(|g| !g.is_empty()).map(String::from).collect()
+    raw.split([',', ' '])
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 /// The development user with this name and password, compared in constant time.
@@ -104,7 +112,10 @@ pub fn check_dev_user(users: &[DevUserSpec], username: &str, password: &str) -> 
     )
     .is_ok();
 
-    ok.then(|| Identity { username: user.username.clone(), groups: user.groups.clone() })
+    ok.then(|| Identity {
+        username: user.username.clone(),
+        groups: user.groups.clone(),
+    })
 }
 
 #[cfg(test)]
@@ -153,7 +164,10 @@ mod tests {
 
         assert_eq!(proxy().identity(&forged), Err(ProxyError::Unproven));
         assert_eq!(proxy().identity(&wrong), Err(ProxyError::Unproven));
-        assert!(matches!(proxy().identity(&no_user), Err(ProxyError::NoUser(_))));
+        assert!(matches!(
+            proxy().identity(&no_user),
+            Err(ProxyError::NoUser(_))
+        ));
     }
 
     #[test]
