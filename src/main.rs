@@ -44,6 +44,15 @@ enum Command {
         /// Watch only this namespace (default: all).
         #[arg(long, env = "MCP_CONNECTOR_NAMESPACE")]
         namespace: Option<String>,
+
+        /// Fetch each connector's discovery document at its public URL and report it as
+        /// the `Reachable` condition.
+        #[arg(long, env = "MCP_CONNECTOR_SELF_CHECK", default_value_t = true, action = clap::ArgAction::Set)]
+        self_check: bool,
+
+        /// Seconds open requests and event streams may take to finish after SIGTERM.
+        #[arg(long, env = "MCP_CONNECTOR_DRAIN_SECONDS", default_value_t = 20)]
+        drain_seconds: u64,
     },
     /// Run the OAuth server and /mcp on loopback with no cluster, for trying a client.
     Dev {
@@ -115,13 +124,19 @@ async fn main() -> ExitCode {
             listen,
             admin_listen,
             namespace,
-        } => run::run(RunOptions {
-            listen,
-            admin_listen,
-            namespace,
-        })
-        .await
-        .map_err(|e| e.to_string()),
+            self_check,
+            drain_seconds,
+        } => {
+            let drain = std::time::Duration::from_secs(drain_seconds);
+            let opts = RunOptions {
+                listen,
+                admin_listen,
+                namespace,
+                self_check,
+                drain,
+            };
+            run::run(opts).await.map_err(|e| e.to_string())
+        }
         Command::Dev {
             listen,
             state_dir,

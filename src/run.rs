@@ -1,16 +1,27 @@
-//! `mcp-connector run`: the operator in a cluster.
+//! `mcp-connector run`: the operator in a cluster. Every replica serves OAuth and `/mcp`
+//! from the Secrets it watches; the one holding the Lease also reconciles.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::routing::get;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::Api;
+use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::grants::MemoryGrants;
 use crate::keys::KeyStore;
+use crate::leader::{self, LeaseConfig};
+use crate::metrics::{self, Metrics};
 use crate::oauth::{AppState, router};
-use crate::reconcile::{self, Context};
+use crate::reconcile::{self, Context, Stats};
+use crate::serving::{self, Synced};
 
 /// How `run` was asked to run.
 #[derive(Clone, Debug)]
@@ -21,6 +32,10 @@ pub struct RunOptions {
     pub admin_listen: SocketAddr,
     /// Watch one namespace only.
     pub namespace: Option<String>,
+    /// Fetch each connector's own discovery document at its public URL.
+    pub self_check: bool,
+    /// How long open streams may take to finish after SIGTERM.
+    pub drain: Duration,
 }
 
 /// Why `run` stopped.
@@ -34,36 +49,137 @@ pub enum RunError {
     Listen(#[from] std::io::Error),
 }
 
-/// Runs the operator until SIGTERM or Ctrl-C.
-pub async fn run(opts: RunOptions) -> Result<(), RunError> {
-    let client = kube::Client::try_default().await?;
-    let store = KeyStore::new();
-    let clock = Clock::system();
+/// What the admin server reports on.
+#[derive(Clone)]
+struct Admin {
+    store: KeyStore,
+    synced: Arc<Synced>,
+    leading: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
+    stats: Arc<Stats>,
+}
 
-    let instance = std::env::var("POD_NAME").ok();
-    let ctx = Arc::new(Context::new(client, store.clone(), clock.clone(), instance));
-    let state = AppState::new(store.clone(), Arc::new(MemoryGrants::new()), clock);
+async fn readyz(State(admin): State<Admin>) -> impl IntoResponse {
+    let (known, serving) = admin.store.counts();
+    let synced = admin.synced.is_synced();
 
-    let listener = tokio::net::TcpListener::bind(opts.listen).await?;
-    let admin = tokio::net::TcpListener::bind(opts.admin_listen).await?;
-    tracing::info!(listen = %opts.listen, admin = %opts.admin_listen, "mcp-connector running");
+    // Ready once the watches have listed everything and keys are loaded for at least one
+    // connector, when there is any: a replica that cannot serve stays out of the Service.
+    let ready = synced && (known == 0 || serving > 0);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "ready": ready,
+        "synced": synced,
+        "connectors": known,
+        "serving": serving,
+        "leader": *admin.leading.borrow(),
+    });
+    (status, Json(body))
+}
 
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let admin_app = axum::Router::new()
+async fn metrics_text(State(admin): State<Admin>) -> impl IntoResponse {
+    let registry = metrics::registry(&admin.metrics, Some(admin.stats.clone()));
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    ([("content-type", content_type)], metrics::encode(&registry))
+}
+
+/// The admin routes: `/metrics`, `/healthz`, `/readyz`.
+fn admin_router(admin: Admin) -> axum::Router {
+    axum::Router::new()
         .route(
             "/healthz",
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),
         )
-        .route(
-            "/readyz",
-            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
-        );
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(admin)
+}
 
-    tokio::select! {
-        _ = reconcile::run(ctx, opts.namespace, shutdown_signal()) => {}
-        r = axum::serve(no_delay(listener), app).with_graceful_shutdown(shutdown_signal()) => r?,
-        r = axum::serve(admin, admin_app).with_graceful_shutdown(shutdown_signal()) => r?,
+/// This replica's identity for the Lease: its Pod name, else the host name.
+fn identity() -> String {
+    std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| format!("mcp-connector-{}", std::process::id()))
+}
+
+/// Runs the operator until SIGTERM or Ctrl-C, then drains for at most `opts.drain`.
+pub async fn run(opts: RunOptions) -> Result<(), RunError> {
+    let client = kube::Client::try_default().await?;
+    let store = KeyStore::new();
+    let clock = Clock::system();
+    let synced = Arc::new(Synced::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopping = move || leader::stopped(stop_rx.clone());
+
+    let ctx = Context::new(client.clone(), clock.clone(), Some(identity()));
+    let ctx = Arc::new(if opts.self_check {
+        ctx.with_self_check()
+    } else {
+        ctx
+    });
+    let state = AppState::new(store.clone(), Arc::new(MemoryGrants::new()), clock.clone());
+    let (leading_tx, leading_rx) = watch::channel(false);
+    let admin = Admin {
+        store: store.clone(),
+        synced: synced.clone(),
+        leading: leading_rx,
+        metrics: state.metrics.clone(),
+        stats: ctx.stats.clone(),
+    };
+
+    let listener = tokio::net::TcpListener::bind(opts.listen).await?;
+    let admin_listener = tokio::net::TcpListener::bind(opts.admin_listen).await?;
+    tracing::info!(listen = %opts.listen, admin = %opts.admin_listen, "mcp-connector running");
+
+    let serving = tokio::spawn(serving::run(
+        client.clone(),
+        store,
+        opts.namespace.clone(),
+        synced,
+    ));
+    let lease_ns = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".into());
+    let leases: Api<Lease> = Api::namespaced(client, &lease_ns);
+    let namespace = opts.namespace.clone();
+    let election = tokio::spawn(leader::run(
+        leases,
+        LeaseConfig::new("mcp-connector-leader", identity()),
+        clock,
+        leading_tx,
+        move |stop| reconcile::run(ctx.clone(), namespace.clone(), leader::stopped(stop)),
+        stopping(),
+    ));
+
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let oauth = tokio::spawn(
+        axum::serve(no_delay(listener), app)
+            .with_graceful_shutdown(stopping())
+            .into_future(),
+    );
+    let admin = tokio::spawn(
+        axum::serve(no_delay(admin_listener), admin_router(admin))
+            .with_graceful_shutdown(stopping())
+            .into_future(),
+    );
+
+    shutdown_signal().await;
+    tracing::info!(drain = ?opts.drain, "shutting down; draining open requests");
+    let _ = stop_tx.send(true);
+
+    // Event streams can stay open for hours: past the drain bound they are cut.
+    let drained = tokio::time::timeout(opts.drain, async {
+        let _ = election.await;
+        let _ = oauth.await;
+        let _ = admin.await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("drain bound reached; closing the remaining connections");
     }
+    serving.abort();
     Ok(())
 }
 
@@ -89,7 +205,6 @@ pub async fn shutdown_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
-
 /// A listener whose connections send each write at once. `axum::serve` leaves Nagle's
 /// algorithm on, and a response written in pieces (headers, then each SSE event) then waits
 /// for the client's delayed ACK: about 40 ms on every MCP call, and on every streamed event.

@@ -20,7 +20,6 @@ use tokio::sync::oneshot;
 
 use mcp_connector::clock::Clock;
 use mcp_connector::crd::McpConnector;
-use mcp_connector::keys::KeyStore;
 use mcp_connector::reconcile::restart::{RESTART_CAUSE, RESTARTED_AT};
 use mcp_connector::reconcile::{self, Context};
 use support::apiserver::ApiServer;
@@ -51,13 +50,17 @@ struct Operator {
 
 impl Operator {
     fn start(api: &ApiServer, clock: Clock) -> Operator {
-        let ctx = Arc::new(Context::new(api.client(), KeyStore::new(), clock, None));
+        let ctx = Arc::new(Context::new(api.client(), clock, None));
         let (stop, stopped) = oneshot::channel::<()>();
         let shutdown = async move {
             let _ = stopped.await;
         };
         let task = tokio::spawn(reconcile::run(ctx.clone(), Some(NS.into()), shutdown));
-        Operator { ctx, stop: Some(stop), task }
+        Operator {
+            ctx,
+            stop: Some(stop),
+            task,
+        }
     }
 
     async fn stop(mut self) {
@@ -70,7 +73,8 @@ impl Operator {
 
     fn restarts(&self) -> u64 {
         let stats = &self.ctx.stats;
-        stats.restarts_mcp_server.load(Ordering::Relaxed) + stats.restarts_secrets.load(Ordering::Relaxed)
+        stats.restarts_mcp_server.load(Ordering::Relaxed)
+            + stats.restarts_secrets.load(Ordering::Relaxed)
     }
 }
 
@@ -85,7 +89,13 @@ struct World {
 impl World {
     async fn new() -> World {
         let api = ApiServer::start().await;
-        api.register("mcp.kloudfuse.io", "v1alpha1", "McpConnector", "mcpconnectors", true);
+        api.register(
+            "mcp.kloudfuse.io",
+            "v1alpha1",
+            "McpConnector",
+            "mcpconnectors",
+            true,
+        );
         let client = api.client();
         let clock = Clock::pinned(Timestamp::now() - SignedDuration::from_hours(24));
         World { api, client, clock }
@@ -117,7 +127,10 @@ impl World {
             }
         }))
         .unwrap();
-        self.deployments().create(&PostParams::default(), &d).await.unwrap();
+        self.deployments()
+            .create(&PostParams::default(), &d)
+            .await
+            .unwrap();
     }
 
     /// Sets a Deployment's status: rolled out, or not.
@@ -145,13 +158,19 @@ impl World {
             "spec": {"containers": [{"name": app, "image": "example/app"}]}
         }))
         .unwrap();
-        self.pods().create(&PostParams::default(), &p).await.unwrap();
+        self.pods()
+            .create(&PostParams::default(), &p)
+            .await
+            .unwrap();
 
         if let Some(at) = ready_at {
             let status = json!({"status": {"phase": "Running", "conditions": [
                 {"type": "Ready", "status": "True", "lastTransitionTime": at.to_string()}
             ]}});
-            self.pods().patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+            self.pods()
+                .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+                .await
+                .unwrap();
         }
     }
 
@@ -159,10 +178,17 @@ impl World {
     /// go, a new one comes, and the status catches up.
     async fn play_rollout(&self, name: &str, new_pod: &str) {
         let selector = format!("app.kubernetes.io/name={name}");
-        let old = self.pods().list(&ListParams::default().labels(&selector)).await.unwrap();
+        let old = self
+            .pods()
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .unwrap();
         for p in old.items {
             let pod_name = p.metadata.name.unwrap();
-            self.pods().delete(&pod_name, &DeleteParams::default()).await.unwrap();
+            self.pods()
+                .delete(&pod_name, &DeleteParams::default())
+                .await
+                .unwrap();
         }
         self.pod(new_pod, name, Some(Timestamp::now())).await;
         self.rollout_status(name, true).await;
@@ -179,13 +205,20 @@ impl World {
             }
         }))
         .unwrap();
-        self.connectors().create(&PostParams::default(), &c).await.unwrap();
+        self.connectors()
+            .create(&PostParams::default(), &c)
+            .await
+            .unwrap();
     }
 
     async fn condition(&self, type_: &str) -> Option<(String, String, String)> {
         let c = self.connectors().get_opt("kfuse").await.ok()??;
         let cond = c.condition(type_)?;
-        Some((cond.status.clone(), cond.reason.clone(), cond.message.clone()))
+        Some((
+            cond.status.clone(),
+            cond.reason.clone(),
+            cond.message.clone(),
+        ))
     }
 
     async fn await_condition(&self, type_: &str, status: &str, reason: &str) {
@@ -198,7 +231,11 @@ impl World {
 
     async fn template_annotations(&self, name: &str) -> BTreeMap<String, String> {
         let d = self.deployments().get(name).await.unwrap();
-        d.spec.template.metadata.and_then(|m| m.annotations).unwrap_or_default()
+        d.spec
+            .template
+            .metadata
+            .and_then(|m| m.annotations)
+            .unwrap_or_default()
     }
 
     /// Patches the operator sent to a Deployment (restarts; the tests' own writes go
@@ -218,7 +255,10 @@ impl World {
             "metadata": {"annotations": {"deployment.kubernetes.io/revision": revision}},
             "spec": {"template": {"metadata": {"labels": {"revision": revision}}}}
         });
-        self.deployments().patch("kf-mcp", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+        self.deployments()
+            .patch("kf-mcp", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
     }
 }
 
@@ -242,12 +282,18 @@ async fn a_dependent_younger_than_the_mcp_server_is_left_alone() {
     let w = settled_world().await;
     let op = Operator::start(&w.api, w.clock.clone());
 
-    w.await_condition("DependentsOrdered", "True", "InOrder").await;
-    w.await_condition("McpServerReady", "True", "RolledOut").await;
+    w.await_condition("DependentsOrdered", "True", "InOrder")
+        .await;
+    w.await_condition("McpServerReady", "True", "RolledOut")
+        .await;
 
     assert_eq!(op.restarts(), 0);
     assert_eq!(w.restart_patches(DEPENDENT), 0);
-    assert!(!w.template_annotations(DEPENDENT).await.contains_key(RESTARTED_AT));
+    assert!(
+        !w.template_annotations(DEPENDENT)
+            .await
+            .contains_key(RESTARTED_AT)
+    );
     op.stop().await;
 }
 
@@ -255,29 +301,47 @@ async fn a_dependent_younger_than_the_mcp_server_is_left_alone() {
 async fn an_upgraded_mcp_server_restarts_each_dependent_once_after_it_is_ready() {
     let w = settled_world().await;
     let op = Operator::start(&w.api, w.clock.clone());
-    w.await_condition("DependentsOrdered", "True", "InOrder").await;
+    w.await_condition("DependentsOrdered", "True", "InOrder")
+        .await;
 
     w.upgrade_mcp_server("2").await;
     w.pod("kf-mcp-2", "kf-mcp", None).await;
-    w.await_condition("McpServerReady", "False", "RollingOut").await;
-    w.await_condition("DependentsOrdered", "False", "McpServerNotReady").await;
-    assert_eq!(w.restart_patches(DEPENDENT), 0, "nothing restarts before Ready");
+    w.await_condition("McpServerReady", "False", "RollingOut")
+        .await;
+    w.await_condition("DependentsOrdered", "False", "McpServerNotReady")
+        .await;
+    assert_eq!(
+        w.restart_patches(DEPENDENT),
+        0,
+        "nothing restarts before Ready"
+    );
 
     let ready_at = Timestamp::now() + SignedDuration::from_secs(5);
     let status = json!({"status": {"conditions": [
         {"type": "Ready", "status": "True", "lastTransitionTime": ready_at.to_string()}]}});
-    w.pods().patch_status("kf-mcp-2", &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
-    w.pods().delete("kf-mcp-1", &DeleteParams::default()).await.unwrap();
+    w.pods()
+        .patch_status("kf-mcp-2", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+    w.pods()
+        .delete("kf-mcp-1", &DeleteParams::default())
+        .await
+        .unwrap();
     w.rollout_status("kf-mcp", true).await;
 
     eventually("the dependent is restarted", || async {
-        w.template_annotations(DEPENDENT).await.get(RESTART_CAUSE).map(String::as_str)
+        w.template_annotations(DEPENDENT)
+            .await
+            .get(RESTART_CAUSE)
+            .map(String::as_str)
             == Some("mcp-server:2")
     })
     .await;
-    w.await_condition("DependentsOrdered", "False", "DependentRollingOut").await;
+    w.await_condition("DependentsOrdered", "False", "DependentRollingOut")
+        .await;
     w.play_rollout(DEPENDENT, "ums-2").await;
-    w.await_condition("DependentsOrdered", "True", "InOrder").await;
+    w.await_condition("DependentsOrdered", "True", "InOrder")
+        .await;
 
     assert_eq!(w.restart_patches(DEPENDENT), 1);
     assert_eq!(op.ctx.stats.restarts_mcp_server.load(Ordering::Relaxed), 1);
@@ -291,12 +355,16 @@ async fn an_upgraded_mcp_server_restarts_each_dependent_once_after_it_is_ready()
 async fn deleted_secrets_restart_the_dependent_once_after_they_are_regenerated() {
     let w = settled_world().await;
     let op = Operator::start(&w.api, w.clock.clone());
-    w.await_condition("DependentsOrdered", "True", "InOrder").await;
+    w.await_condition("DependentsOrdered", "True", "InOrder")
+        .await;
 
     // Move the operator's clock past the dependent's start, then force a re-auth.
     w.clock.advance(SignedDuration::from_hours(48));
     let secrets: Api<Secret> = Api::namespaced(w.client.clone(), NS);
-    secrets.delete("kfuse-mcp-oauth-dcr-secret", &DeleteParams::default()).await.unwrap();
+    secrets
+        .delete("kfuse-mcp-oauth-dcr-secret", &DeleteParams::default())
+        .await
+        .unwrap();
 
     eventually("the dependent is restarted for the Secrets", || async {
         w.template_annotations(DEPENDENT)
@@ -306,7 +374,8 @@ async fn deleted_secrets_restart_the_dependent_once_after_they_are_regenerated()
     })
     .await;
     w.play_rollout(DEPENDENT, "ums-2").await;
-    w.await_condition("DependentsOrdered", "True", "InOrder").await;
+    w.await_condition("DependentsOrdered", "True", "InOrder")
+        .await;
 
     // The new Pod is still older than the pinned clock's regeneration time; the recorded
     // cause is what keeps it from restarting again.
@@ -327,7 +396,8 @@ async fn an_mcp_server_that_never_becomes_ready_restarts_nothing() {
     w.connector().await;
     let op = Operator::start(&w.api, w.clock.clone());
 
-    w.await_condition("DependentsOrdered", "False", "McpServerNotReady").await;
+    w.await_condition("DependentsOrdered", "False", "McpServerNotReady")
+        .await;
     let (_, _, message) = w.condition("DependentsOrdered").await.unwrap();
     w.await_condition("Ready", "True", "Ready").await;
 
@@ -341,15 +411,21 @@ async fn an_mcp_server_that_never_becomes_ready_restarts_nothing() {
 async fn an_operator_restarted_midway_does_not_restart_twice_for_one_cause() {
     let w = settled_world().await;
     let first = Operator::start(&w.api, w.clock.clone());
-    w.await_condition("DependentsOrdered", "True", "InOrder").await;
+    w.await_condition("DependentsOrdered", "True", "InOrder")
+        .await;
 
     w.upgrade_mcp_server("2").await;
     let ready_at = Timestamp::now() + SignedDuration::from_secs(5);
-    w.pods().delete("kf-mcp-1", &DeleteParams::default()).await.unwrap();
+    w.pods()
+        .delete("kf-mcp-1", &DeleteParams::default())
+        .await
+        .unwrap();
     w.pod("kf-mcp-2", "kf-mcp", Some(ready_at)).await;
     w.rollout_status("kf-mcp", true).await;
     eventually("the dependent is restarted", || async {
-        w.template_annotations(DEPENDENT).await.contains_key(RESTART_CAUSE)
+        w.template_annotations(DEPENDENT)
+            .await
+            .contains_key(RESTART_CAUSE)
     })
     .await;
     first.stop().await;
@@ -357,14 +433,18 @@ async fn an_operator_restarted_midway_does_not_restart_twice_for_one_cause() {
     // As if the first operator died before recording the cause in status, and the
     // Deployment reported rolled out with an old Pod still listed.
     let forget = json!({"status": {"dependents": null}});
-    w.connectors().patch_status("kfuse", &PatchParams::default(), &Patch::Merge(&forget)).await.unwrap();
+    w.connectors()
+        .patch_status("kfuse", &PatchParams::default(), &Patch::Merge(&forget))
+        .await
+        .unwrap();
     w.rollout_status(DEPENDENT, true).await;
     let second = Operator::start(&w.api, w.clock.clone());
     eventually("the second operator has looked", || async {
         second.ctx.stats.reconciles.load(Ordering::Relaxed) >= 1
     })
     .await;
-    w.await_condition("DependentsOrdered", "True", "InOrder").await;
+    w.await_condition("DependentsOrdered", "True", "InOrder")
+        .await;
 
     assert_eq!(w.restart_patches(DEPENDENT), 1);
     assert_eq!(second.restarts(), 0);
@@ -375,7 +455,8 @@ async fn an_operator_restarted_midway_does_not_restart_twice_for_one_cause() {
 async fn a_quiet_world_reconciled_many_times_restarts_nothing() {
     let w = settled_world().await;
     let op = Operator::start(&w.api, w.clock.clone());
-    w.await_condition("DependentsOrdered", "True", "InOrder").await;
+    w.await_condition("DependentsOrdered", "True", "InOrder")
+        .await;
     let before = op.ctx.stats.reconciles.load(Ordering::Relaxed);
 
     // Each status write of the MCP server's Deployment triggers a pass.

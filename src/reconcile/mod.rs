@@ -28,10 +28,9 @@ use crate::clock::Clock;
 use crate::crd::{
     DependentStatus, MANAGED_BY, MANAGED_BY_LABEL, McpConnector, McpConnectorStatus, SecretsStatus,
 };
-use crate::keys::store::Entry;
-use crate::keys::{Connector, KeyError, KeyKind, KeyStore, Keys, SecretString};
-use crate::settings::{Settings, UpstreamSettings};
-use crate::upstream::{OidcUpstream, ProxyUpstream, Upstream};
+use crate::keys::{KeyError, KeyKind, Keys};
+use crate::settings::Settings;
+use crate::upstream::Upstream;
 
 use secrets::Change;
 use status::Observed;
@@ -127,8 +126,8 @@ pub struct Context {
     pub client: Client,
     /// Publishes Events.
     pub recorder: Recorder,
-    /// Where connectors are published for the OAuth server.
-    pub store: KeyStore,
+    /// Fetches each connector's discovery document at its public URL, when set.
+    pub self_check: Option<reqwest::Client>,
     /// The time.
     pub clock: Clock,
     /// Counters.
@@ -137,7 +136,7 @@ pub struct Context {
 
 impl Context {
     /// A context reporting Events as `mcp-connector` (instance `instance`).
-    pub fn new(client: Client, store: KeyStore, clock: Clock, instance: Option<String>) -> Context {
+    pub fn new(client: Client, clock: Clock, instance: Option<String>) -> Context {
         let reporter = Reporter {
             controller: MANAGED_BY.into(),
             instance,
@@ -145,10 +144,22 @@ impl Context {
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
-            store,
+            self_check: None,
             clock,
             stats: Arc::default(),
         }
+    }
+
+    /// Turns on the self-check: each pass fetches the connector's protected-resource
+    /// document at its public base URL and reports what it found as `Reachable`.
+    pub fn with_self_check(mut self) -> Context {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(5))
+            .build()
+            .ok();
+        self.self_check = http;
+        self
     }
 }
 
@@ -174,18 +185,11 @@ pub async fn run(
         };
 
     let (reader, writer) = reflector::store();
-    let store = ctx.store.clone();
     // Only spec changes (a new generation) start a pass: a status write must not cause
-    // another pass of the same generation. Deletions leave the key store here.
+    // another pass of the same generation.
     let triggers = watcher(connectors, watcher::Config::default())
         .default_backoff()
         .reflect(writer)
-        .map(move |event| {
-            if let Ok(watcher::Event::Delete(obj)) = &event {
-                store.remove(&connector_id(obj));
-            }
-            event
-        })
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());
 
@@ -229,9 +233,54 @@ fn connectors_naming(
         .collect()
 }
 
-/// `namespace/name`, the id a connector is known by in the key store.
-pub fn connector_id(obj: &McpConnector) -> String {
-    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+pub use crate::serving::connector_id;
+
+/// The reference page's Verify step, done by the operator: fetch the connector's
+/// protected-resource document at its public URL and say what came back.
+async fn self_check(http: &reqwest::Client, base: &BaseUrl) -> Observed {
+    let url = base.join("/.well-known/oauth-protected-resource/mcp");
+    let failed = |reason: &str, msg: String| Observed::failed(status::REACHABLE, reason, msg);
+
+    let response = match http.get(&url).send().await {
+        Ok(r) => r,
+        Err(e) if e.is_connect() && format!("{e:?}").to_lowercase().contains("certificate") => {
+            return failed(
+                "TLSFailure",
+                format!("{url}: the TLS certificate was refused"),
+            );
+        }
+        Err(e) if e.is_timeout() => return failed("Unreachable", format!("{url}: timed out")),
+        Err(e) => return failed("Unreachable", format!("{url}: {e}")),
+    };
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !status.is_success() || !is_json {
+        return failed(
+            "NotRouted",
+            format!("{url} answered {status} with no JSON document: route the OAuth paths here"),
+        );
+    }
+
+    let doc: serde_json::Value = response.json().await.unwrap_or_default();
+    let issuer = doc["authorization_servers"][0].as_str().unwrap_or_default();
+    if doc["resource"] != base.resource() || issuer != base.as_str() {
+        return failed(
+            "WrongIssuer",
+            format!(
+                "{url} names resource {} and issuer {issuer}: another server answers there",
+                doc["resource"]
+            ),
+        );
+    }
+    Observed::ok(
+        status::REACHABLE,
+        "Verified",
+        format!("{url} serves this connector"),
+    )
 }
 
 fn error_policy(obj: Arc<McpConnector>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -271,7 +320,6 @@ async fn publish(
 
 /// The outcome of keeping both Secrets.
 struct SecretsOutcome {
-    keys: Option<Keys>,
     observed: Observed,
     status: SecretsStatus,
     next_due: Option<Timestamp>,
@@ -325,7 +373,6 @@ async fn keep_secrets(
         (Ok(d), Ok(s)) => (d, s),
         (Err(why), _) | (_, Err(why)) => {
             return Ok(SecretsOutcome {
-                keys: None,
                 observed: Observed::failed(status::SECRETS_READY, "SecretNotManaged", why),
                 status: known,
                 next_due: None,
@@ -354,7 +401,6 @@ async fn keep_secrets(
     };
     Ok(SecretsOutcome {
         signing_kid: Some(keys.current_signing().kid.clone()),
-        keys: Some(keys),
         observed: Observed::ok(
             status::SECRETS_READY,
             "KeysAvailable",
@@ -413,63 +459,11 @@ async fn report_change(ctx: &Context, obj: &McpConnector, secret: &str, change: 
     fresh
 }
 
-/// Reads the upstream's own secret (the OIDC client secret or the proxy's shared secret).
+/// Reads the upstream's own secret, as the serving side does, for the condition.
 async fn upstream(ctx: &Context, ns: &str, settings: &Settings) -> Result<Upstream, Observed> {
-    let missing =
-        |why: String| Observed::failed(status::UPSTREAM_READY, "UpstreamSecretMissing", why);
-    let read = |secret_ref: crate::crd::SecretKeyRef| async move {
-        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-        let secret = api
-            .get_opt(&secret_ref.name)
-            .await
-            .map_err(|e| missing(format!("Secret {} could not be read: {e}", secret_ref.name)))?;
-        let value = secret
-            .and_then(|s| s.data)
-            .and_then(|d| d.get(&secret_ref.key).cloned())
-            .ok_or_else(|| {
-                missing(format!(
-                    "Secret {} has no key {}",
-                    secret_ref.name, secret_ref.key
-                ))
-            })?;
-        let text = String::from_utf8(value.0).map_err(|_| {
-            missing(format!(
-                "Secret {} key {} is not UTF-8",
-                secret_ref.name, secret_ref.key
-            ))
-        })?;
-        Ok::<_, Observed>(SecretString::new(text.trim()))
-    };
-
-    match &settings.upstream {
-        UpstreamSettings::Oidc {
-            issuer_url,
-            client_id,
-            secret_ref,
-            scopes,
-            username_claim,
-            groups_claim,
-        } => Ok(Upstream::Oidc(OidcUpstream {
-            issuer_url: issuer_url.clone(),
-            client_id: client_id.clone(),
-            client_secret: read(secret_ref.clone()).await?,
-            scopes: scopes.clone(),
-            username_claim: username_claim.clone(),
-            groups_claim: groups_claim.clone(),
-        })),
-        UpstreamSettings::Proxy {
-            user_header,
-            groups_header,
-            secret_header,
-            secret_ref,
-        } => Ok(Upstream::Proxy(ProxyUpstream {
-            user_header: user_header.clone(),
-            groups_header: groups_header.clone(),
-            secret_header: secret_header.clone(),
-            shared_secret: read(secret_ref.clone()).await?,
-        })),
-        UpstreamSettings::DevUsers(users) => Ok(Upstream::DevUsers(users.clone())),
-    }
+    crate::serving::read_upstream(&ctx.client, ns, settings)
+        .await
+        .map_err(|why| Observed::failed(status::UPSTREAM_READY, "UpstreamSecretMissing", why))
 }
 
 /// What the restart ordering observed and did on this pass.
@@ -600,7 +594,6 @@ async fn order_dependents(
 async fn reconcile(obj: Arc<McpConnector>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.stats.reconciles.fetch_add(1, Ordering_::Relaxed);
     let ns = obj.namespace().ok_or(Error::MissingNamespace)?;
-    let id = connector_id(&obj);
     let now = ctx.clock.now();
     let generation = obj.metadata.generation;
     let old = obj.status.clone().unwrap_or_default();
@@ -624,7 +617,6 @@ async fn reconcile(obj: Arc<McpConnector>, ctx: Arc<Context>) -> Result<Action, 
     // Keep the Secrets and read the upstream's secret.
     let mut observed = vec![base_observed];
     let mut outcome = None;
-    let mut upstream_result = None;
     match &settings {
         Err(e) => {
             let msg = format!("the spec is invalid: {e}");
@@ -656,39 +648,13 @@ async fn reconcile(obj: Arc<McpConnector>, ctx: Arc<Context>) -> Result<Action, 
                 ),
                 Err(o) => o.clone(),
             });
-            upstream_result = up.ok();
         }
     }
 
-    // Publish to the key store: serving only when every step succeeded.
     let ready = status::ready(&observed);
-    let keys = outcome.as_mut().and_then(|o| o.keys.take());
-    let entry = match (
-        &base,
-        settings.as_ref().ok(),
-        keys,
-        upstream_result,
-        ready.status,
-    ) {
-        (Ok(base), Some(settings), Some(keys), Some(upstream), Some(true)) => {
-            Entry::Serving(Arc::new(Connector {
-                id: id.clone(),
-                base: base.clone(),
-                settings: settings.clone(),
-                upstream,
-                keys: Arc::new(keys),
-                loopback_aliases: false,
-            }))
-        }
-        (base, ..) => Entry::Unavailable {
-            host: base
-                .as_ref()
-                .ok()
-                .map(|b: &BaseUrl| b.host_key().to_string()),
-            why: ready.message.clone(),
-        },
-    };
-    ctx.store.upsert(&id, entry);
+    if let (Ok(base), Some(http)) = (&base, &ctx.self_check) {
+        observed.push(self_check(http, base).await);
+    }
 
     // Restart ordering: informational for the OAuth server, so not part of Ready.
     let secrets_status = outcome

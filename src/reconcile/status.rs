@@ -17,6 +17,8 @@ pub const UPSTREAM_READY: &str = "UpstreamReady";
 pub const MCP_SERVER_READY: &str = "McpServerReady";
 /// Dependents started after the MCP server.
 pub const DEPENDENTS_ORDERED: &str = "DependentsOrdered";
+/// The public base URL serves this connector's discovery document (the self-check).
+pub const REACHABLE: &str = "Reachable";
 
 /// A condition as computed on this pass.
 #[derive(Clone, Debug, PartialEq, Eq)]
