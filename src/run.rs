@@ -15,7 +15,7 @@ use kube::api::Api;
 use tokio::sync::watch;
 
 use crate::clock::Clock;
-use crate::grants::MemoryGrants;
+use crate::grants::kube::KubeGrants;
 use crate::keys::KeyStore;
 use crate::leader::{self, LeaseConfig};
 use crate::metrics::{self, Metrics};
@@ -121,7 +121,10 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     } else {
         ctx
     });
-    let state = AppState::new(store.clone(), Arc::new(MemoryGrants::new()), clock.clone());
+    let lease_ns = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".into());
+    let grants = Arc::new(KubeGrants::new(client.clone(), &lease_ns));
+    let grant_watch = tokio::spawn(grants.watch());
+    let state = AppState::new(store.clone(), grants, clock.clone());
     let (leading_tx, leading_rx) = watch::channel(false);
     let admin = Admin {
         store: store.clone(),
@@ -141,7 +144,6 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         opts.namespace.clone(),
         synced,
     ));
-    let lease_ns = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".into());
     let leases: Api<Lease> = Api::namespaced(client, &lease_ns);
     let namespace = opts.namespace.clone();
     let election = tokio::spawn(leader::run(
@@ -180,6 +182,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         tracing::warn!("drain bound reached; closing the remaining connections");
     }
     serving.abort();
+    grant_watch.abort();
     Ok(())
 }
 
