@@ -220,6 +220,14 @@ async fn forward(
                 h.append(name.clone(), value.clone());
             }
         }
+        // An ingress in front (nginx) would otherwise buffer the event stream.
+        let streaming = h
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if streaming {
+            h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        }
     }
 
     // Server-sent events pass through chunk by chunk; when the client goes away the body is
