@@ -1,6 +1,7 @@
 //! The real controller (`reconcile::run`) against the in-memory API server, through a real
 //! `kube::Client`: the Secrets it keeps, the status and Events it writes, and the key store
-//! the OAuth server reads. Every step waits for what it expects by polling, within a bound.
+//! the OAuth server reads, kept by `serving::run`, which every replica runs beside the
+//! controller. Every step waits for what it expects by polling, within a bound.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -21,11 +22,13 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use mcp_connector::base_url::BaseUrl;
 use mcp_connector::clock::Clock;
 use mcp_connector::crd::{Condition, McpConnector};
 use mcp_connector::keys::store::Route;
-use mcp_connector::keys::{KEYSET_KEY, KeyStore, Keyset};
+use mcp_connector::keys::{Connector, KEYSET_KEY, KeyStore, Keyset};
 use mcp_connector::reconcile::{self, Context};
+use mcp_connector::serving;
 
 use support::apiserver::ApiServer;
 
@@ -168,8 +171,8 @@ fn status_field(connector: &McpConnector, field: &str) -> Option<String> {
     status.get(field)?.as_str().map(String::from)
 }
 
-/// An API server with the `McpConnector` kind, the IdP's client secret, and the
-/// controller running on `kfuse` with its own key store.
+/// An API server with the `McpConnector` kind and the IdP's client secret; the controller
+/// and the key store's watcher running on `kfuse`, as one replica runs them.
 struct Harness {
     api: ApiServer,
     ctx: Arc<Context>,
@@ -180,6 +183,7 @@ struct Harness {
     events: Api<Event>,
     stop: Option<oneshot::Sender<()>>,
     controller: JoinHandle<()>,
+    serving: JoinHandle<()>,
 }
 
 impl Harness {
@@ -198,13 +202,7 @@ impl Harness {
         let idp = secret(IDP_SECRET, "client-secret", b"idp-client-secret", false);
         secrets.create(&PostParams::default(), &idp).await.unwrap();
 
-        let store = KeyStore::new();
-        let ctx = Arc::new(Context::new(
-            client.clone(),
-            store.clone(),
-            clock.clone(),
-            None,
-        ));
+        let ctx = Arc::new(Context::new(client.clone(), clock.clone(), None));
         let (stop, stopped) = oneshot::channel::<()>();
         let shutdown = async move {
             stopped.await.ok();
@@ -213,6 +211,14 @@ impl Harness {
             ctx.clone(),
             Some(NAMESPACE.into()),
             shutdown,
+        ));
+
+        let store = KeyStore::new();
+        let serving = tokio::spawn(serving::run(
+            client.clone(),
+            store.clone(),
+            Some(NAMESPACE.into()),
+            Arc::default(),
         ));
 
         Harness {
@@ -225,6 +231,7 @@ impl Harness {
             secrets,
             stop: Some(stop),
             controller,
+            serving,
         }
     }
 
@@ -294,6 +301,37 @@ impl Harness {
         self.store.route(Some(host), true)
     }
 
+    /// Waits until the key store serves `host` with a connector for which `check` holds.
+    async fn served_where(
+        &self,
+        host: &str,
+        check: impl Fn(&Connector) -> bool,
+    ) -> (Arc<Connector>, BaseUrl) {
+        eventually(&format!("the key store serves {host}"), WAIT, || async {
+            match self.route(host) {
+                Route::Serve(connector, base) if check(&connector) => Some((connector, base)),
+                _ => None,
+            }
+        })
+        .await
+    }
+
+    async fn served(&self, host: &str) -> (Arc<Connector>, BaseUrl) {
+        self.served_where(host, |_| true).await
+    }
+
+    /// Waits until the key store knows why it does not serve `host`, and gives the why.
+    async fn unavailable(&self, host: &str) -> String {
+        let what = format!("the key store says why {host} is not served");
+        eventually(&what, WAIT, || async {
+            match self.route(host) {
+                Route::Unavailable(why) => Some(why),
+                _ => None,
+            }
+        })
+        .await
+    }
+
     fn reconciles(&self) -> u64 {
         self.ctx.stats.reconciles.load(Ordering::Relaxed)
     }
@@ -301,11 +339,16 @@ impl Harness {
     /// Stops the controller and checks that it ends on its own, without a panic.
     async fn stop(mut self) {
         assert!(!self.controller.is_finished(), "the controller ended early");
+        assert!(
+            !self.serving.is_finished(),
+            "the key store's watcher ended early"
+        );
         self.stop.take().unwrap().send(()).ok();
         let ended = tokio::time::timeout(WAIT, &mut self.controller).await;
         ended
             .expect("the controller stops on shutdown")
             .expect("the controller did not panic");
+        self.serving.abort();
     }
 }
 
@@ -351,9 +394,7 @@ async fn a_connector_with_a_host_gets_both_secrets_a_ready_status_and_is_served(
         Some(signing.keys[0].kid.as_str())
     );
 
-    let Route::Serve(served, base) = h.route(HOST) else {
-        panic!("{HOST} is not served: {:?}", h.route(HOST));
-    };
+    let (served, base) = h.served(HOST).await;
     assert_eq!(served.id, ID);
     assert_eq!(base.as_str(), "https://kloudfuse.example.com");
     assert_eq!(served.keys.current_signing().kid, signing.keys[0].kid);
@@ -412,7 +453,8 @@ async fn tls_host_gives_an_https_base_url_and_an_explicit_base_url_wins() {
             Some(base_url),
             "{case}"
         );
-        assert!(matches!(h.route(served_host), Route::Serve(..)), "{case}");
+        let (_, served_base) = h.served(served_host).await;
+        assert_eq!(served_base.as_str(), base_url, "{case}");
         if served_host != HOST {
             assert!(
                 !matches!(h.route(HOST), Route::Serve(..)),
@@ -452,10 +494,8 @@ async fn without_host_or_base_url_no_issuer_is_advertised() {
     assert_eq!(status_field(&connector, "baseURL"), None);
     assert_eq!(status_field(&connector, "issuer"), None);
 
-    match h.route(HOST) {
-        Route::Unavailable(why) => assert!(why.contains("spec.tls.host"), "{why}"),
-        other => panic!("expected no connector served, got {other:?}"),
-    }
+    let why = h.unavailable(HOST).await;
+    assert!(why.contains("spec.tls.host"), "{why}");
     assert!(h.store.get(ID).is_none());
 
     h.stop().await;
@@ -466,7 +506,7 @@ async fn a_spec_change_moves_the_base_url_and_the_routing() {
     let h = Harness::start(Clock::system()).await;
     h.apply(ConnectorJson::new().host("a.example.com")).await;
     h.ready().await;
-    assert!(matches!(h.route("a.example.com"), Route::Serve(..)));
+    h.served("a.example.com").await;
 
     h.patch_spec(json!({"tls": {"host": "b.example.com"}}))
         .await;
@@ -480,7 +520,7 @@ async fn a_spec_change_moves_the_base_url_and_the_routing() {
         status_field(&connector, "issuer").as_deref(),
         Some("https://b.example.com")
     );
-    assert!(matches!(h.route("b.example.com"), Route::Serve(..)));
+    h.served("b.example.com").await;
     assert!(matches!(h.route("a.example.com"), Route::Unknown));
 
     // With the host gone there is no base URL: status stops advertising the old one.
@@ -495,7 +535,8 @@ async fn a_spec_change_moves_the_base_url_and_the_routing() {
     assert_eq!(condition(&connector, "BaseURLResolved").reason, "NoBaseURL");
     assert_eq!(status_field(&connector, "baseURL"), None);
     assert_eq!(status_field(&connector, "issuer"), None);
-    assert!(!matches!(h.route("b.example.com"), Route::Serve(..)));
+    let why = h.unavailable("b.example.com").await;
+    assert!(why.contains("spec.tls.host"), "{why}");
 
     h.stop().await;
 }
@@ -563,12 +604,9 @@ async fn a_deleted_secret_comes_back_with_fresh_keys_and_forces_reauth() {
     assert!(is_true(&after, "Ready"));
 
     // The OAuth server sees only the fresh keys: nothing the old ones signed verifies.
-    let served = eventually("the store serves the new keys", WAIT, || async {
-        h.store
-            .get(ID)
-            .filter(|c| c.keys.current_signing().kid == new_kid)
-    })
-    .await;
+    let (served, _) = h
+        .served_where(HOST, |c| c.keys.current_signing().kid == new_kid)
+        .await;
     assert!(served.keys.signing_by_kid(&old_kid).is_none());
     assert!(served.keys.seal.iter().all(|k| k.kid != old_seal_kid));
 
@@ -580,7 +618,7 @@ async fn garbage_in_a_managed_secret_is_replaced_and_the_event_says_why() {
     let h = Harness::start(Clock::system()).await;
     h.apply(ConnectorJson::new().host(HOST)).await;
     h.ready().await;
-    let old_seal_kid = h.store.get(ID).unwrap().keys.current_seal().kid.clone();
+    let old_seal_kid = h.served(HOST).await.0.keys.current_seal().kid.clone();
 
     let garbage = Patch::Merge(json!({"data": {KEYSET_KEY: "bm90IGpzb24="}}));
     h.secrets
@@ -610,12 +648,8 @@ async fn garbage_in_a_managed_secret_is_replaced_and_the_event_says_why() {
 
     let connector = h.ready().await;
     assert!(is_true(&connector, "SecretsReady"));
-    eventually("the store serves the new seal key", WAIT, || async {
-        h.store
-            .get(ID)
-            .filter(|c| c.keys.current_seal().kid == set.keys[0].kid)
-    })
-    .await;
+    h.served_where(HOST, |c| c.keys.current_seal().kid == set.keys[0].kid)
+        .await;
 
     h.stop().await;
 }
@@ -651,7 +685,8 @@ async fn a_foreign_secret_of_the_same_name_is_left_alone() {
     assert_eq!(untouched.resource_version(), foreign.resource_version());
     assert_eq!(raw_keys(&untouched), b"garbage");
     assert!(untouched.owner_references().is_empty());
-    assert!(!matches!(h.route(HOST), Route::Serve(..)));
+    let why = h.unavailable(HOST).await;
+    assert!(why.contains(DCR), "{why}");
 
     h.stop().await;
 }
@@ -708,8 +743,9 @@ async fn a_due_rotation_keeps_the_previous_key_as_retired() {
     assert!(is_true(&after, "Ready"));
 
     // The previous key still verifies, and the JWKS publishes both.
-    let served = h.store.get(ID).unwrap();
-    assert_eq!(served.keys.current_signing().kid, new_kid);
+    let (served, _) = h
+        .served_where(HOST, |c| c.keys.current_signing().kid == new_kid)
+        .await;
     assert!(served.keys.signing_by_kid(&old_kid).is_some());
     assert_eq!(served.keys.jwks["keys"].as_array().unwrap().len(), 2);
 
@@ -760,7 +796,8 @@ async fn an_invalid_spec_is_reported_and_waits_for_a_fix() {
         "{}",
         ready.message
     );
-    assert!(!matches!(h.route(HOST), Route::Serve(..)));
+    let why = h.unavailable(HOST).await;
+    assert!(why.contains("spec.tokens.accessTTL"), "{why}");
     assert_eq!(
         h.ctx.stats.errors.load(Ordering::Relaxed),
         0,
@@ -769,7 +806,7 @@ async fn an_invalid_spec_is_reported_and_waits_for_a_fix() {
 
     h.patch_spec(json!({"tokens": {"accessTTL": "1h"}})).await;
     h.ready().await;
-    assert!(matches!(h.route(HOST), Route::Serve(..)));
+    h.served(HOST).await;
 
     h.stop().await;
 }
