@@ -92,7 +92,7 @@ pub async fn read_upstream(
 fn keyset(secrets: &Store<Secret>, ns: &str, name: &str, kind: KeyKind) -> Result<Keyset, String> {
     let secret = secrets
         .get(&ObjectRef::new(name).within(ns))
-        .ok_or_else(|| format!("Secret {name} does not exist yet"))?;
+        .ok_or_else(|| format!("Secret {name} does not hold keys made by mcp-connector yet"))?;
     let bytes = secret
         .data
         .as_ref()
@@ -156,7 +156,6 @@ pub async fn entry(client: &Client, obj: &McpConnector, secrets: &Store<Secret>)
 
 enum Changed {
     Connector(ObjectRef<McpConnector>),
-    Secret(Secret),
     Listed,
 }
 
@@ -201,7 +200,7 @@ pub async fn run(client: Client, store: KeyStore, namespace: Option<String>, syn
                     watcher::Event::Apply(s)
                     | watcher::Event::Delete(s)
                     | watcher::Event::InitApply(s),
-                ) => Some(Changed::Secret(s)),
+                ) => owner_of(&s).map(Changed::Connector),
                 Ok(watcher::Event::InitDone) => Some(Changed::Listed),
                 Ok(watcher::Event::Init) => None,
                 Err(e) => {
@@ -216,7 +215,6 @@ pub async fn run(client: Client, store: KeyStore, namespace: Option<String>, syn
     while let Some(change) = events.next().await {
         let target = match change {
             Changed::Connector(r) => Some(r),
-            Changed::Secret(s) => owner_of(&s),
             Changed::Listed => {
                 listed += 1;
                 if listed >= 2 {

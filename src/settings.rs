@@ -500,7 +500,8 @@ mod tests {
 
     #[test]
     fn bad_fields_are_named() {
-        let cases: Vec<(fn(&mut McpConnectorSpec), &str)> = vec![
+        type Edit = fn(&mut McpConnectorSpec);
+        let cases: Vec<(Edit, &str)> = vec![
             (
                 |s| s.allowed_redirect_uris = Some(vec![]),
                 "spec.allowedRedirectURIs",

@@ -21,7 +21,11 @@ async fn server() -> TestServer {
 async fn server_with_mcp() -> TestServer {
     let (addr, _task) = mcp_connector::dev::whoami::spawn().await.unwrap();
     std::mem::forget(_task);
-    TestServer::start(json!({"mcpServer": {"url": format!("http://{addr}/mcp")}}), None).await
+    TestServer::start(
+        json!({"mcpServer": {"url": format!("http://{addr}/mcp")}}),
+        None,
+    )
+    .await
 }
 
 async fn get_json(url: &str) -> serde_json::Value {
@@ -67,7 +71,10 @@ async fn c02_issuer_is_byte_identical_to_authorization_servers() {
     let prm = get_json(&s.url("/.well-known/oauth-protected-resource/mcp")).await;
     let issuer = prm["authorization_servers"][0].as_str().unwrap();
 
-    for path in ["/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"] {
+    for path in [
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/openid-configuration",
+    ] {
         let meta = get_json(&format!("{issuer}{path}")).await;
         assert_eq!(meta["issuer"].as_str().unwrap(), issuer, "{path}");
         assert!(!issuer.ends_with('/'));
@@ -86,13 +93,23 @@ async fn c03_post_mcp_without_token_gets_one_resource_metadata_challenge() {
     let r = mcp_post(&s, None).await;
 
     assert_eq!(r.status(), 401);
-    let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_string();
-    assert_eq!(challenge.matches("resource_metadata=").count(), 1, "{challenge}");
+    let challenge = r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        challenge.matches("resource_metadata=").count(),
+        1,
+        "{challenge}"
+    );
     let expected = format!(
         "resource_metadata=\"{}\"",
         s.url("/.well-known/oauth-protected-resource/mcp")
     );
-    assert!(challenge.starts_with("Bearer ") && challenge.contains(&expected), "{challenge}");
+    assert!(
+        challenge.starts_with("Bearer ") && challenge.contains(&expected),
+        "{challenge}"
+    );
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"], "invalid_token");
 }
@@ -102,10 +119,18 @@ async fn c04_get_and_head_mcp_without_token_get_401() {
     let s = server().await;
 
     for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
-        let r = http().request(method.clone(), s.url("/mcp")).send().await.unwrap();
+        let r = http()
+            .request(method.clone(), s.url("/mcp"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 401, "{method}");
         let challenge = r.headers()["www-authenticate"].to_str().unwrap();
-        assert_eq!(challenge.matches("resource_metadata=").count(), 1, "{method}");
+        assert_eq!(
+            challenge.matches("resource_metadata=").count(),
+            1,
+            "{method}"
+        );
     }
 }
 
@@ -115,9 +140,30 @@ async fn c05_a_loopback_redirect_may_change_port_but_not_path_or_host() {
     let client = register_public(&s, "http://127.0.0.1:5000/callback").await;
     let (_, challenge) = pkce();
 
-    let other_port = authorize(&s, &client.id, "http://127.0.0.1:5001/callback", &challenge, &[]).await;
-    let other_path = authorize(&s, &client.id, "http://127.0.0.1:5001/other", &challenge, &[]).await;
-    let other_host = authorize(&s, &client.id, "http://localhost:5000/callback", &challenge, &[]).await;
+    let other_port = authorize(
+        &s,
+        &client.id,
+        "http://127.0.0.1:5001/callback",
+        &challenge,
+        &[],
+    )
+    .await;
+    let other_path = authorize(
+        &s,
+        &client.id,
+        "http://127.0.0.1:5001/other",
+        &challenge,
+        &[],
+    )
+    .await;
+    let other_host = authorize(
+        &s,
+        &client.id,
+        "http://localhost:5000/callback",
+        &challenge,
+        &[],
+    )
+    .await;
 
     assert_eq!(other_port.status(), 302);
     assert!(location(&other_port).starts_with("http://127.0.0.1:5001/callback?code="));
@@ -162,7 +208,10 @@ async fn c08_resource_names_the_mcp_url_or_nothing() {
         None,
     )
     .await;
-    assert_eq!((status.as_u16(), body["error"].as_str()), (400, Some("invalid_target")));
+    assert_eq!(
+        (status.as_u16(), body["error"].as_str()),
+        (400, Some("invalid_target"))
+    );
 
     let (_, tokens) = login(&s, CLI_REDIRECT).await;
     let claims = decode_claims(&tokens.access);
@@ -176,8 +225,14 @@ async fn c08_authorize_with_a_foreign_resource_redirects_invalid_target() {
     let client = register_public(&s, CLI_REDIRECT).await;
     let (_, challenge) = pkce();
 
-    let r = authorize(&s, &client.id, CLI_REDIRECT, &challenge, &[("resource", "https://evil.example/mcp")])
-        .await;
+    let r = authorize(
+        &s,
+        &client.id,
+        CLI_REDIRECT,
+        &challenge,
+        &[("resource", "https://evil.example/mcp")],
+    )
+    .await;
 
     let q = query(&location(&r));
     assert_eq!(q["error"], "invalid_target");
@@ -188,7 +243,9 @@ async fn c08_authorize_with_a_foreign_resource_redirects_invalid_target() {
 fn decode_claims(jwt: &str) -> serde_json::Value {
     use base64::Engine;
     let payload = jwt.split('.').nth(1).unwrap();
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
     serde_json::from_slice(&bytes).unwrap()
 }
 
@@ -204,11 +261,18 @@ async fn c09_racing_refreshes_both_succeed_and_a_late_reuse_revokes_the_grant() 
 
     s.clock.advance(SignedDuration::from_secs(60));
     let (third, c) = refresh(&s, &client.id, &tokens.refresh, None).await;
-    assert_eq!((third.as_u16(), c["error"].as_str()), (400, Some("invalid_grant")));
+    assert_eq!(
+        (third.as_u16(), c["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
 
     let newest = a["refresh_token"].as_str().unwrap();
     let (after, d) = refresh(&s, &client.id, newest, None).await;
-    assert_eq!((after.as_u16(), d["error"].as_str()), (400, Some("invalid_grant")), "grant revoked");
+    assert_eq!(
+        (after.as_u16(), d["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "grant revoked"
+    );
 }
 
 #[tokio::test]
@@ -226,15 +290,22 @@ async fn c10_every_token_answer_has_expires_in_bearer_refresh_and_no_store() {
     let code = code(&s, &client.id, CLI_REDIRECT, &challenge, &[]).await;
     let (_, headers, _) = token(
         &s,
-        &[("grant_type", "authorization_code"), ("code", &code), ("code_verifier", &verifier),
-          ("client_id", &client.id)],
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("code_verifier", &verifier),
+            ("client_id", &client.id),
+        ],
         None,
     )
     .await;
     assert_eq!(headers["cache-control"], "no-store");
 }
 
-async fn confidential_login(s: &TestServer, method: &str) -> (reqwest::StatusCode, serde_json::Value) {
+async fn confidential_login(
+    s: &TestServer,
+    method: &str,
+) -> (reqwest::StatusCode, serde_json::Value) {
     let (status, reg) = register(
         s,
         json!({"redirect_uris": [CLI_REDIRECT], "token_endpoint_auth_method": method}),
@@ -298,7 +369,12 @@ async fn c11_a_wrong_secret_is_invalid_client_with_a_basic_challenge() {
         .unwrap();
 
     assert_eq!(r.status(), 401);
-    assert!(r.headers()["www-authenticate"].to_str().unwrap().starts_with("Basic"));
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Basic")
+    );
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"], "invalid_client");
 }
@@ -321,19 +397,39 @@ async fn c12_preflight_is_allowed_everywhere_and_exposes_www_authenticate() {
             .request(reqwest::Method::OPTIONS, s.url(route))
             .header("origin", "http://localhost:6274")
             .header("access-control-request-method", "POST")
-            .header("access-control-request-headers", "mcp-protocol-version, authorization, content-type")
+            .header(
+                "access-control-request-headers",
+                "mcp-protocol-version, authorization, content-type",
+            )
             .send()
             .await
             .unwrap();
         assert!(r.status().is_success(), "{route}: {}", r.status());
         let h = r.headers();
-        assert_eq!(h["access-control-allow-origin"], "http://localhost:6274", "{route}");
-        let allowed = h["access-control-allow-headers"].to_str().unwrap().to_lowercase();
-        assert!(allowed.contains("mcp-protocol-version") && allowed.contains("authorization"), "{route}");
+        assert_eq!(
+            h["access-control-allow-origin"], "http://localhost:6274",
+            "{route}"
+        );
+        let allowed = h["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .to_lowercase();
+        assert!(
+            allowed.contains("mcp-protocol-version") && allowed.contains("authorization"),
+            "{route}"
+        );
     }
 
-    let r = http().post(s.url("/mcp")).header("origin", "http://localhost:6274").send().await.unwrap();
-    let exposed = r.headers()["access-control-expose-headers"].to_str().unwrap().to_lowercase();
+    let r = http()
+        .post(s.url("/mcp"))
+        .header("origin", "http://localhost:6274")
+        .send()
+        .await
+        .unwrap();
+    let exposed = r.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_lowercase();
     assert!(exposed.contains("www-authenticate") && exposed.contains("mcp-session-id"));
 }
 
@@ -383,11 +479,21 @@ async fn c14_prompt_consent_is_never_forwarded() {
     let (_, challenge) = pkce();
 
     for prompt in ["consent", "login", "none", "select_account"] {
-        let r = authorize(&s, &client.id, CLI_REDIRECT, &challenge, &[("prompt", prompt)]).await;
+        let r = authorize(
+            &s,
+            &client.id,
+            CLI_REDIRECT,
+            &challenge,
+            &[("prompt", prompt)],
+        )
+        .await;
         assert_eq!(r.status(), 302, "{prompt}");
         let loc = location(&r);
         assert!(!loc.contains("prompt"), "{loc}");
-        assert!(query(&loc).contains_key("code"), "prompt={prompt} is no error");
+        assert!(
+            query(&loc).contains_key("code"),
+            "prompt={prompt} is no error"
+        );
     }
 }
 
@@ -396,11 +502,23 @@ async fn c15_offline_access_is_accepted_at_every_step() {
     let s = server().await;
     let client = register_public(&s, CLI_REDIRECT).await;
     let (verifier, challenge) = pkce();
-    let code = code(&s, &client.id, CLI_REDIRECT, &challenge, &[("scope", "mcp offline_access")]).await;
+    let code = code(
+        &s,
+        &client.id,
+        CLI_REDIRECT,
+        &challenge,
+        &[("scope", "mcp offline_access")],
+    )
+    .await;
     let (status, _, tokens) = token(
         &s,
-        &[("grant_type", "authorization_code"), ("code", &code), ("code_verifier", &verifier),
-          ("client_id", &client.id), ("scope", "mcp offline_access")],
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("code_verifier", &verifier),
+            ("client_id", &client.id),
+            ("scope", "mcp offline_access"),
+        ],
         None,
     )
     .await;
@@ -409,10 +527,19 @@ async fn c15_offline_access_is_accepted_at_every_step() {
 
     let (again, same) = refresh(&s, &client.id, refresh_token, Some("mcp offline_access")).await;
     assert_eq!(again, 200, "{same}");
-    let (bare, granted) = refresh(&s, &client.id, same["refresh_token"].as_str().unwrap(), None).await;
+    let (bare, granted) = refresh(
+        &s,
+        &client.id,
+        same["refresh_token"].as_str().unwrap(),
+        None,
+    )
+    .await;
     assert_eq!(bare, 200, "{granted}");
     assert_eq!(granted["scope"], "mcp");
-    assert_eq!(decode_claims(granted["access_token"].as_str().unwrap())["scope"], "mcp");
+    assert_eq!(
+        decode_claims(granted["access_token"].as_str().unwrap())["scope"],
+        "mcp"
+    );
 }
 
 #[tokio::test]
@@ -440,13 +567,21 @@ async fn c16_the_gemini_cli_registration_is_accepted() {
 async fn registration_refuses_redirects_off_the_allowlist() {
     let s = server().await;
 
-    for uri in ["https://evil.example/cb", "http://192.0.2.1:80/cb", "http://127.0.0.1:5000/cb#frag"] {
+    for uri in [
+        "https://evil.example/cb",
+        "http://192.0.2.1:80/cb",
+        "http://127.0.0.1:5000/cb#frag",
+    ] {
         let (status, body) = register(
             &s,
             json!({"redirect_uris": [uri], "token_endpoint_auth_method": "none"}),
         )
         .await;
-        assert_eq!((status.as_u16(), body["error"].as_str()), (400, Some("invalid_redirect_uri")), "{uri}");
+        assert_eq!(
+            (status.as_u16(), body["error"].as_str()),
+            (400, Some("invalid_redirect_uri")),
+            "{uri}"
+        );
     }
 }
 
@@ -455,7 +590,14 @@ async fn an_unknown_client_sees_an_error_page_never_a_redirect() {
     let s = server().await;
     let (_, challenge) = pkce();
 
-    let r = authorize(&s, "forged-client-id", "https://evil.example/cb", &challenge, &[]).await;
+    let r = authorize(
+        &s,
+        "forged-client-id",
+        "https://evil.example/cb",
+        &challenge,
+        &[],
+    )
+    .await;
 
     assert_eq!(r.status(), 401);
     assert!(r.headers().get("location").is_none());
@@ -466,17 +608,30 @@ async fn pkce_is_required_and_must_be_s256() {
     let s = server().await;
     let client = register_public(&s, CLI_REDIRECT).await;
 
-    let base = [("response_type", "code"), ("client_id", &client.id), ("redirect_uri", CLI_REDIRECT)];
+    let base = [
+        ("response_type", "code"),
+        ("client_id", &client.id),
+        ("redirect_uri", CLI_REDIRECT),
+    ];
     let get = |extra: &'static [(&'static str, &'static str)]| {
-        let mut q: Vec<(&str, &str)> = base.iter().map(|(k, v)| (*k, v.as_ref())).collect();
+        let mut q: Vec<(&str, &str)> = base.iter().map(|(k, v)| (*k, *v)).collect();
         q.extend_from_slice(extra);
         http().get(s.url("/authorize")).query(&q).send()
     };
-    let plain = get(&[("code_challenge", "abc"), ("code_challenge_method", "plain")]).await.unwrap();
+    let plain = get(&[
+        ("code_challenge", "abc"),
+        ("code_challenge_method", "plain"),
+    ])
+    .await
+    .unwrap();
     let missing = get(&[]).await.unwrap();
     let repeated = authorize(&s, &client.id, CLI_REDIRECT, "abc", &[("state", "again")]).await;
 
-    assert_eq!(repeated.status(), 400, "a repeated parameter is refused (RFC 6749 3.1)");
+    assert_eq!(
+        repeated.status(),
+        400,
+        "a repeated parameter is refused (RFC 6749 3.1)"
+    );
     for r in [plain, missing] {
         let q = query(&location(&r));
         assert_eq!(q["error"], "invalid_request");
@@ -504,14 +659,21 @@ async fn a_code_is_single_use_and_expires() {
     let (first, _, _) = token(&s, &f, None).await;
     let (replay, _, body) = token(&s, &f, None).await;
     assert_eq!(first, 200);
-    assert_eq!((replay.as_u16(), body["error"].as_str()), (400, Some("invalid_grant")));
+    assert_eq!(
+        (replay.as_u16(), body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
 
     let code2 = code(&s, &client.id, CLI_REDIRECT, &challenge, &[]).await;
     s.clock.advance(SignedDuration::from_secs(61));
     let f = form(&code2);
     let f: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let (late, _, body) = token(&s, &f, None).await;
-    assert_eq!((late.as_u16(), body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
+    assert_eq!(
+        (late.as_u16(), body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -525,7 +687,12 @@ async fn access_tokens_work_on_mcp_until_they_expire() {
     s.clock.advance(SignedDuration::from_secs(3600 + 31));
     let late = mcp_post(&s, Some(&tokens.access)).await;
     assert_eq!(late.status(), 401);
-    assert!(late.headers()["www-authenticate"].to_str().unwrap().contains("invalid_token"));
+    assert!(
+        late.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
 }
 
 #[tokio::test]
@@ -553,18 +720,31 @@ async fn a_deleted_dcr_secret_invalidates_clients_codes_and_refresh_tokens() {
     s.regenerate(KeyKind::Seal);
 
     let (status, body) = refresh(&s, &client.id, &tokens.refresh, None).await;
-    assert_eq!((status.as_u16(), body["error"].as_str()), (401, Some("invalid_client")));
+    assert_eq!(
+        (status.as_u16(), body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
     let fresh = register_public(&s, CLI_REDIRECT).await;
     let (status, _, body) = token(
         &s,
-        &[("grant_type", "authorization_code"), ("code", &pending_code),
-          ("code_verifier", &verifier), ("client_id", &fresh.id)],
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &pending_code),
+            ("code_verifier", &verifier),
+            ("client_id", &fresh.id),
+        ],
         None,
     )
     .await;
-    assert_eq!((status.as_u16(), body["error"].as_str()), (400, Some("invalid_grant")));
+    assert_eq!(
+        (status.as_u16(), body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
     let (status, body) = refresh(&s, &fresh.id, &tokens.refresh, None).await;
-    assert_eq!((status.as_u16(), body["error"].as_str()), (400, Some("invalid_grant")));
+    assert_eq!(
+        (status.as_u16(), body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
 }
 
 #[tokio::test]
@@ -576,7 +756,12 @@ async fn a_deleted_signing_key_invalidates_access_tokens() {
 
     let r = mcp_post(&s, Some(&tokens.access)).await;
     assert_eq!(r.status(), 401);
-    assert!(r.headers()["www-authenticate"].to_str().unwrap().contains("unknown key"));
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("unknown key")
+    );
 }
 
 #[tokio::test]
@@ -586,14 +771,20 @@ async fn revoking_a_refresh_token_revokes_the_grant() {
 
     let r = http()
         .post(s.url("/revoke"))
-        .form(&[("token", tokens.refresh.as_str()), ("client_id", client.id.as_str())])
+        .form(&[
+            ("token", tokens.refresh.as_str()),
+            ("client_id", client.id.as_str()),
+        ])
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
 
     let (status, body) = refresh(&s, &client.id, &tokens.refresh, None).await;
-    assert_eq!((status.as_u16(), body["error"].as_str()), (400, Some("invalid_grant")));
+    assert_eq!(
+        (status.as_u16(), body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
     assert_eq!(mcp_post(&s, Some(&tokens.access)).await.status(), 401);
 }
 
@@ -601,9 +792,12 @@ async fn revoking_a_refresh_token_revokes_the_grant() {
 async fn a_token_for_another_connector_is_refused() {
     let s = server_with_mcp().await;
     let other = format!("http://localhost:{}", s.addr.port());
-    s.add_connector("test/b", &other, json!({}), std::sync::Arc::new(|| {
-        mcp_connector::upstream::Upstream::AutoLogin("bob".into())
-    }));
+    s.add_connector(
+        "test/b",
+        &other,
+        json!({}),
+        std::sync::Arc::new(|| mcp_connector::upstream::Upstream::AutoLogin("bob".into())),
+    );
     let (_, tokens) = login(&s, CLI_REDIRECT).await;
 
     let r = http()
@@ -639,7 +833,11 @@ async fn a_foreign_browser_origin_is_refused_on_mcp() {
 
 #[tokio::test]
 async fn the_mcp_server_down_is_a_json_502() {
-    let s = TestServer::start(json!({"mcpServer": {"url": "http://127.0.0.1:9/mcp"}}), None).await;
+    let s = TestServer::start(
+        json!({"mcpServer": {"url": "http://127.0.0.1:9/mcp"}}),
+        None,
+    )
+    .await;
     let (_, tokens) = login(&s, CLI_REDIRECT).await;
 
     let r = mcp_post(&s, Some(&tokens.access)).await;

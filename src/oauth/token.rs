@@ -51,10 +51,12 @@ pub async fn token(
     body: Bytes,
 ) -> Result<Response, OAuthError> {
     let form = params(&body).map_err(OAuthError::invalid_request)?;
-    let grant_type = match form.get("grant_type").map(String::as_str) {
-        Some(g @ ("authorization_code" | "refresh_token")) => g,
-        _ => "other",
-    };
+    // Only known grant types become metric labels, so clients cannot grow the series.
+    let grant_type = form
+        .get("grant_type")
+        .map(String::as_str)
+        .filter(|g| matches!(*g, "authorization_code" | "refresh_token"))
+        .unwrap_or("other");
 
     let answer = grant(&state, &served, &headers, &form).await;
     let outcome = match &answer {

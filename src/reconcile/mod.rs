@@ -1,6 +1,7 @@
 //! The controller: watches `McpConnector`s and the Secrets they own, and for each one runs
 //! a pipeline: resolve the base URL, validate the spec, keep the Secrets, read the
-//! upstream's secret, publish the connector to the key store, write status.
+//! upstream's secret, order the dependents' restarts, write status. The key store the
+//! OAuth server reads is fed by [`crate::serving`] on every replica, not from here.
 //!
 //! A pass with nothing to do writes nothing: status is written only when it differs, keys
 //! only when a rotation is due, so a quiet cluster causes no API traffic.

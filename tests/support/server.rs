@@ -15,9 +15,9 @@ use mcp_connector::base_url::BaseUrl;
 use mcp_connector::clock::Clock;
 use mcp_connector::crd::McpConnectorSpec;
 use mcp_connector::grants::MemoryGrants;
+use mcp_connector::keys::rotation;
 use mcp_connector::keys::store::Entry;
 use mcp_connector::keys::{Connector, KeyKind, KeyStore, Keys, Keyset};
-use mcp_connector::keys::rotation;
 use mcp_connector::oauth::{AppState, cimd::FetcherConfig, router};
 use mcp_connector::settings::Settings;
 use mcp_connector::upstream::Upstream;
@@ -85,8 +85,10 @@ impl TestServer {
         let store = KeyStore::new();
         let grants = Arc::new(MemoryGrants::new());
 
-        let mut cimd = FetcherConfig::default();
-        cimd.allow_private = true;
+        let cimd = FetcherConfig {
+            allow_private: true,
+            ..FetcherConfig::default()
+        };
         let state = AppState::with_cimd(store.clone(), grants.clone(), clock.clone(), cimd);
         let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
         let task = tokio::spawn(async move {
@@ -103,7 +105,12 @@ impl TestServer {
         };
         let upstream =
             upstream.unwrap_or_else(|| Arc::new(|| Upstream::AutoLogin("alice".to_string())));
-        server.add_connector("test/a", &format!("http://127.0.0.1:{}", addr.port()), overrides, upstream);
+        server.add_connector(
+            "test/a",
+            &format!("http://127.0.0.1:{}", addr.port()),
+            overrides,
+            upstream,
+        );
         server
     }
 
@@ -119,8 +126,12 @@ impl TestServer {
             base: BaseUrl::parse(base, "test").unwrap(),
             settings: Settings::from_spec("test", &spec).unwrap(),
             upstream,
-            dcr: Keyset { keys: vec![KeyKind::Seal.generate(now).unwrap()] },
-            signing: Keyset { keys: vec![KeyKind::Signing.generate(now).unwrap()] },
+            dcr: Keyset {
+                keys: vec![KeyKind::Seal.generate(now).unwrap()],
+            },
+            signing: Keyset {
+                keys: vec![KeyKind::Signing.generate(now).unwrap()],
+            },
         };
         self.publish(&published);
         self.connectors.lock().unwrap().push(published);
@@ -136,7 +147,8 @@ impl TestServer {
             keys: Arc::new(keys),
             loopback_aliases: false,
         };
-        self.store.upsert(&p.id, Entry::Serving(Arc::new(connector)));
+        self.store
+            .upsert(&p.id, Entry::Serving(Arc::new(connector)));
     }
 
     fn edit(&self, edit: impl FnOnce(&mut Published)) {
@@ -154,7 +166,10 @@ impl TestServer {
                 KeyKind::Seal => &mut p.dcr,
                 KeyKind::Signing => &mut p.signing,
             };
-            let plan = rotation::Plan { rotate: Some("test".into()), prune: vec![] };
+            let plan = rotation::Plan {
+                rotate: Some("test".into()),
+                prune: vec![],
+            };
             *set = rotation::apply(set, &plan, now, || kind.generate(now)).unwrap();
         });
     }
@@ -164,7 +179,9 @@ impl TestServer {
     pub fn regenerate(&self, kind: KeyKind) {
         let now = self.clock.now();
         self.edit(|p| {
-            let fresh = Keyset { keys: vec![kind.generate(now).unwrap()] };
+            let fresh = Keyset {
+                keys: vec![kind.generate(now).unwrap()],
+            };
             match kind {
                 KeyKind::Seal => p.dcr = fresh,
                 KeyKind::Signing => p.signing = fresh,
@@ -232,7 +249,12 @@ pub struct Tokens {
 
 /// Registers a client with the given metadata.
 pub async fn register(server: &TestServer, metadata: Value) -> (reqwest::StatusCode, Value) {
-    let r = http().post(server.url("/register")).json(&metadata).send().await.unwrap();
+    let r = http()
+        .post(server.url("/register"))
+        .json(&metadata)
+        .send()
+        .await
+        .unwrap();
     let status = r.status();
     (status, r.json().await.unwrap())
 }
@@ -254,7 +276,11 @@ pub async fn register_public(server: &TestServer, redirect: &str) -> Registered 
 
 /// Query parameters of a URL.
 pub fn query(url: &str) -> std::collections::HashMap<String, String> {
-    url::Url::parse(url).unwrap().query_pairs().into_owned().collect()
+    url::Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect()
 }
 
 /// Runs `/authorize` with the given extra parameters and returns the redirect's Location.
@@ -274,12 +300,20 @@ pub async fn authorize(
         ("state", "st4te"),
     ];
     params.extend_from_slice(extra);
-    http().get(server.url("/authorize")).query(&params).send().await.unwrap()
+    http()
+        .get(server.url("/authorize"))
+        .query(&params)
+        .send()
+        .await
+        .unwrap()
 }
 
 /// The Location of a redirect.
 pub fn location(r: &reqwest::Response) -> String {
-    r.headers()[reqwest::header::LOCATION].to_str().unwrap().to_string()
+    r.headers()[reqwest::header::LOCATION]
+        .to_str()
+        .unwrap()
+        .to_string()
 }
 
 /// Authorizes and returns the code from the redirect.
