@@ -175,6 +175,74 @@ async fn c05_a_loopback_redirect_may_change_port_but_not_path_or_host() {
     }
 }
 
+/// Serves one Client ID Metadata Document on loopback; returns its URL.
+async fn serve_metadata_document(redirect_uris: serde_json::Value) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/client.json", listener.local_addr().unwrap());
+    let doc = json!({"client_id": url, "client_name": "Claude Code",
+                     "redirect_uris": redirect_uris, "token_endpoint_auth_method": "none"});
+    let app = axum::Router::new().route(
+        "/client.json",
+        axum::routing::get(move || {
+            let doc = doc.clone();
+            async move { axum::Json(doc) }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+#[tokio::test]
+async fn c06_a_portless_loopback_redirect_in_a_metadata_document_matches_any_port() {
+    let s = server().await;
+    let client_id = serve_metadata_document(json!(["http://localhost/callback"])).await;
+    let (verifier, challenge) = pkce();
+    let redirect = "http://localhost:51353/callback";
+
+    let code = code(&s, &client_id, redirect, &challenge, &[]).await;
+    let (status, _, body) = token(
+        &s,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("code_verifier", &verifier),
+            ("client_id", &client_id),
+            ("redirect_uri", redirect),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    let elsewhere = authorize(
+        &s,
+        &client_id,
+        "http://localhost:51353/other",
+        &challenge,
+        &[],
+    )
+    .await;
+    assert_eq!(
+        elsewhere.status(),
+        400,
+        "another path is refused, not redirected"
+    );
+}
+
+#[tokio::test]
+async fn a_metadata_document_with_a_redirect_off_the_allowlist_is_refused() {
+    let s = server().await;
+    let client_id = serve_metadata_document(json!(["https://evil.example/cb"])).await;
+    let (_, challenge) = pkce();
+
+    let r = authorize(&s, &client_id, "https://evil.example/cb", &challenge, &[]).await;
+
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().get("location").is_none());
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_client");
+}
+
 #[tokio::test]
 async fn c07_a_loopback_redirect_without_path_is_accepted() {
     let s = server().await;

@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 
-use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -19,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::client::{self, Client};
 use super::redirect::match_registered;
 use super::seal::{self, Purpose};
-use super::{AppState, ErrorCode, OAuthError, Served};
+use super::{AppState, ErrorCode, OAuthError, RequestBody, Served};
 use crate::keys::random_token;
 use crate::upstream::{Identity, Upstream, check_dev_user};
 
@@ -309,7 +308,12 @@ pub async fn authorize(
                 redirect.error(ErrorCode::AccessDenied, &e.to_string())
             }
         },
-        Upstream::DevUsers(_) => login_form(&state, &served, &pending, None),
+        // Development users exist for loopback base URLs only (SPEC 5).
+        Upstream::DevUsers(_) if !served.base.is_loopback() => redirect.error(
+            ErrorCode::AccessDenied,
+            "development sign-in is loopback only",
+        ),
+        Upstream::DevUsers(_) => login_form(&served, &pending, None),
         Upstream::Oidc(up) => start_oidc(&state, &served, pending, up, &redirect).await,
     }
 }
@@ -451,12 +455,7 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-fn login_form(
-    state: &AppState,
-    served: &Served,
-    pending: &PendingLogin,
-    problem: Option<&str>,
-) -> Response {
+fn login_form(served: &Served, pending: &PendingLogin, problem: Option<&str>) -> Response {
     let sealed = match seal::seal(
         &served.connector.keys,
         Purpose::Pending,
@@ -466,7 +465,6 @@ fn login_form(
         Ok(s) => s,
         Err(e) => return OAuthError::internal(e).into_response(),
     };
-    let _ = state;
     let problem = problem
         .map(|p| format!("<p role=\"alert\">{}</p>", escape(p)))
         .unwrap_or_default();
@@ -499,7 +497,11 @@ fn login_form(
 }
 
 /// `POST /login`: the development login form.
-pub async fn login(State(state): State<AppState>, served: Served, body: Bytes) -> Response {
+pub async fn login(
+    State(state): State<AppState>,
+    served: Served,
+    RequestBody(body): RequestBody,
+) -> Response {
     let Upstream::DevUsers(users) = &served.connector.upstream else {
         return OAuthError::new(ErrorCode::NotFound, "no login form on this connector")
             .into_response();
@@ -535,12 +537,7 @@ pub async fn login(State(state): State<AppState>, served: Served, body: Bytes) -
     let password = form.get("password").map(String::as_str).unwrap_or_default();
     match check_dev_user(users, username, password) {
         Some(identity) => complete_login(&state, &served, &pending, &identity),
-        None => login_form(
-            &state,
-            &served,
-            &pending,
-            Some("Wrong user name or password."),
-        ),
+        None => login_form(&served, &pending, Some("Wrong user name or password.")),
     }
 }
 

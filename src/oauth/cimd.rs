@@ -323,6 +323,17 @@ impl CimdFetcher {
         }
     }
 
+    /// Whether `client_id` names a metadata document for this fetcher: an https URL, or
+    /// (with `allow_private`, for tests on loopback only) an http URL on a loopback host.
+    pub fn names_document(&self, client_id: &str) -> bool {
+        let loopback_http = self.cfg.allow_private
+            && client_id
+                .get(..7)
+                .is_some_and(|p| p.eq_ignore_ascii_case("http://"))
+            && validate_client_id(client_id, true).is_ok();
+        is_cimd_client_id(client_id) || loopback_http
+    }
+
     /// Fetches (or serves from cache) and validates the document named by `client_id`.
     pub async fn fetch(&self, client_id: &str) -> Result<Arc<ClientMetadataDocument>, CimdError> {
         self.fetch_at(client_id, Instant::now()).await

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD as B64};
 use serde::{Deserialize, Serialize};
 
 use super::seal::{self, Purpose};
-use super::{AppState, OAuthError, Served, cimd};
+use super::{AppState, OAuthError, Served};
 use crate::keys::{SealKey, SecretString};
 
 /// A registered client's token endpoint authentication method (RFC 7591 2).
@@ -82,7 +82,7 @@ pub async fn resolve(
         return Err(OAuthError::invalid_request("client_id is required"));
     }
 
-    if cimd::is_cimd_client_id(client_id) {
+    if state.cimd.names_document(client_id) {
         return resolve_metadata_document(state, served, client_id).await;
     }
 

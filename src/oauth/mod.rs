@@ -19,8 +19,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts};
-use axum::http::{HeaderName, Method, header, request::Parts};
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
+use axum::http::{HeaderName, Method, StatusCode, header, request::Parts};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -35,6 +38,11 @@ pub use error::{ErrorCode, OAuthError};
 
 /// Largest form or JSON body accepted on the OAuth routes.
 pub const MAX_BODY: usize = 64 * 1024;
+
+/// How long an OAuth request may take, reading its body included, so that a client that
+/// sends headers and then trickles the body cannot hold a connection forever. `/mcp` has
+/// no such bound: its event streams stay open for hours.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Everything the handlers share.
 #[derive(Clone)]
@@ -55,6 +63,8 @@ pub struct AppState {
     pub register_limit: Arc<register::RateLimit>,
     /// Counters and latencies for `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The bound on one OAuth request ([`REQUEST_TIMEOUT`]; tests shorten it).
+    pub request_timeout: Duration,
 }
 
 impl AppState {
@@ -91,6 +101,7 @@ impl AppState {
             proxy_http,
             register_limit: Arc::new(register::RateLimit::default()),
             metrics: Arc::default(),
+            request_timeout: REQUEST_TIMEOUT,
         }
     }
 }
@@ -126,6 +137,39 @@ impl FromRequestParts<AppState> for Served {
                 "no MCP connector is served on this host",
             )),
         }
+    }
+}
+
+/// A request body of at most [`MAX_BODY`] bytes. A body that is too large or cannot be
+/// read is answered like every other error, as JSON; axum's own rejection is plain text.
+pub struct RequestBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RequestBody {
+    type Rejection = OAuthError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, OAuthError> {
+        match Bytes::from_request(request, state).await {
+            Ok(body) => Ok(RequestBody(body)),
+            Err(rejection) => {
+                let status = rejection.status();
+                let description = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    format!("the request body is larger than {} KiB", MAX_BODY / 1024)
+                } else {
+                    "the request body could not be read".to_string()
+                };
+                Err(OAuthError::invalid_request(description).with_status(status))
+            }
+        }
+    }
+}
+
+/// Answers 408 when an OAuth request, its body included, takes longer than the bound.
+async fn deadline(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(state.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => OAuthError::invalid_request("the request took too long; send it again")
+            .with_status(StatusCode::REQUEST_TIMEOUT)
+            .into_response(),
     }
 }
 
@@ -201,6 +245,8 @@ pub fn router(state: AppState) -> Router {
         .route("/oauth/callback", get(callback::callback))
         .route("/token", post(token::token))
         .route("/revoke", post(revoke::revoke))
+        // Only the routes above: /mcp is added after, so its event streams are not cut.
+        .route_layer(middleware::from_fn_with_state(state.clone(), deadline))
         .route("/mcp", any(crate::proxy::mcp))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -16,7 +16,7 @@ use serde_json::json;
 
 use super::client::{AuthMethod, Registration, client_secret};
 use super::seal::{self, Purpose};
-use super::{AppState, ErrorCode, OAuthError, Served, peer_ip};
+use super::{AppState, ErrorCode, OAuthError, RequestBody, Served, peer_ip};
 
 /// Most redirect URIs one registration may list.
 const MAX_REDIRECT_URIS: usize = 10;
@@ -136,7 +136,7 @@ pub async fn register(
     State(state): State<AppState>,
     served: Served,
     parts: Parts,
-    body: Bytes,
+    RequestBody(body): RequestBody,
 ) -> Result<Response, OAuthError> {
     let answer = registration(&state, &served, &parts, &body).await;
     state.metrics.registration(match &answer {

@@ -1,7 +1,6 @@
 //! `POST /revoke` (RFC 7009): revoking a refresh or access token revokes its whole grant.
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -11,14 +10,14 @@ use super::authorize::params;
 use super::client;
 use super::seal::{self, Purpose};
 use super::token::RefreshGrant;
-use super::{AppState, ErrorCode, OAuthError, Served};
+use super::{AppState, ErrorCode, OAuthError, RequestBody, Served};
 
 /// `POST /revoke`.
 pub async fn revoke(
     State(state): State<AppState>,
     served: Served,
     headers: HeaderMap,
-    body: Bytes,
+    RequestBody(body): RequestBody,
 ) -> Result<Response, OAuthError> {
     let form = params(&body).map_err(OAuthError::invalid_request)?;
     let get = |k: &str| form.get(k).map(String::as_str);

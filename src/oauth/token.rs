@@ -5,7 +5,6 @@ use std::collections::HashMap;
 
 use aws_lc_rs::digest;
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -18,7 +17,7 @@ use super::access_token::{AccessClaims, mint};
 use super::authorize::{CodeGrant, check_resource, params};
 use super::client::{self, Client};
 use super::seal::{self, Purpose};
-use super::{AppState, ErrorCode, OAuthError, Served};
+use super::{AppState, ErrorCode, OAuthError, RequestBody, Served};
 use crate::grants::Refresh;
 use crate::keys::random_token;
 
@@ -48,7 +47,7 @@ pub async fn token(
     State(state): State<AppState>,
     served: Served,
     headers: HeaderMap,
-    body: Bytes,
+    RequestBody(body): RequestBody,
 ) -> Result<Response, OAuthError> {
     let form = params(&body).map_err(OAuthError::invalid_request)?;
     // Only known grant types become metric labels, so clients cannot grow the series.

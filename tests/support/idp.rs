@@ -169,7 +169,10 @@ fn ensure_node_modules(dir: &std::path::Path) {
         if installed.is_file() {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "timed out waiting for npm ci");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for npm ci"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 
