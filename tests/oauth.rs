@@ -914,3 +914,94 @@ async fn the_mcp_server_down_is_a_json_502() {
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"], "bad_gateway");
 }
+
+#[tokio::test]
+async fn a_connector_without_an_issuer_answers_discovery_with_a_json_503() {
+    let s = server().await;
+    let unresolved = mcp_connector::keys::store::Entry::Unavailable {
+        host: Some("kf.example.com".into()),
+        why: "neither spec.baseURL nor spec.tls.host is set".into(),
+    };
+    s.store.upsert("test/unresolved", unresolved);
+
+    for path in [
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/oauth-protected-resource/mcp",
+    ] {
+        let r = http()
+            .get(s.url(path))
+            .header("host", "kf.example.com")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503, "{path}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "temporarily_unavailable");
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("spec.tls.host")
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_authenticating_proxy_signs_in_only_when_it_proves_itself() {
+    use mcp_connector::keys::SecretString;
+    use mcp_connector::upstream::{ProxyUpstream, Upstream};
+
+    let proxy: UpstreamFactory = std::sync::Arc::new(|| {
+        Upstream::Proxy(ProxyUpstream {
+            user_header: "x-auth-request-email".into(),
+            groups_header: Some("x-auth-request-groups".into()),
+            secret_header: "x-auth-proxy-secret".into(),
+            shared_secret: SecretString::new("proxy-s3cret"),
+        })
+    });
+    let s = TestServer::start(json!({}), Some(proxy)).await;
+    let client = register_public(&s, CLI_REDIRECT).await;
+    let (verifier, challenge) = pkce();
+    let query = [
+        ("response_type", "code"),
+        ("client_id", client.id.as_str()),
+        ("redirect_uri", CLI_REDIRECT),
+        ("code_challenge", challenge.as_str()),
+        ("code_challenge_method", "S256"),
+    ];
+    let authorize_with = |secret: &'static str| {
+        http()
+            .get(s.url("/authorize"))
+            .query(&query)
+            .header("x-auth-request-email", "bob@example.com")
+            .header("x-auth-request-groups", "sre")
+            .header("x-auth-proxy-secret", secret)
+            .send()
+    };
+
+    let forged = query_of(&authorize_with("guess").await.unwrap());
+    assert_eq!(forged["error"], "access_denied");
+
+    let proven = query_of(&authorize_with("proxy-s3cret").await.unwrap());
+    let (status, _, tokens) = token(
+        &s,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &proven["code"]),
+            ("code_verifier", &verifier),
+            ("client_id", &client.id),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{tokens}");
+    let claims = decode_claims(tokens["access_token"].as_str().unwrap());
+    assert_eq!(
+        (claims["sub"].as_str(), claims["groups"][0].as_str()),
+        (Some("bob@example.com"), Some("sre"))
+    );
+}
+
+fn query_of(r: &reqwest::Response) -> std::collections::HashMap<String, String> {
+    query(&location(r))
+}
