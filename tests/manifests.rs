@@ -13,7 +13,6 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -46,6 +45,7 @@ use mcp_connector::reconcile::{self, Context};
 use mcp_connector::serving;
 use mcp_connector::settings::{Settings, UpstreamSettings};
 use support::apiserver::ApiServer;
+use support::eventually;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -1166,20 +1166,6 @@ fn recording_client(api: &ApiServer, log: Log) -> kube::Client {
         .unwrap()
         .with_layer(&record)
         .build()
-}
-
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    for _ in 0..1500 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out waiting until {what}");
 }
 
 const NS: &str = "kfuse";

@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,22 +21,9 @@ use mcp_connector::leader::{self, Attempt, LeaseConfig, try_acquire};
 use mcp_connector::reconcile::{self, Context};
 use mcp_connector::serving::{self, Synced};
 use support::apiserver::ApiServer;
+use support::eventually;
 
 const NS: &str = "kfuse";
-
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    for _ in 0..1500 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out waiting until {what}");
-}
 
 fn lease_config(identity: &str) -> LeaseConfig {
     LeaseConfig {

@@ -6,7 +6,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -23,23 +22,10 @@ use mcp_connector::crd::McpConnector;
 use mcp_connector::reconcile::restart::{RESTART_CAUSE, RESTARTED_AT};
 use mcp_connector::reconcile::{self, Context};
 use support::apiserver::ApiServer;
+use support::eventually;
 
 const NS: &str = "kfuse";
 const DEPENDENT: &str = "user-mgmt-service";
-
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    for _ in 0..1500 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out waiting until {what}");
-}
 
 /// A running operator that can be stopped, as a process exit would.
 struct Operator {
