@@ -10,6 +10,9 @@ use axum::response::{IntoResponse, Response};
 use crate::oauth::access_token::{AccessClaims, TokenProblem, verify};
 use crate::oauth::{AppState, ErrorCode, OAuthError, Served};
 
+/// Largest request body `/mcp` passes on; JSON-RPC messages are far smaller.
+pub const MAX_MCP_BODY: usize = 16 * 1024 * 1024;
+
 /// Headers that carry the verified identity to the MCP server. Any the client sends are
 /// dropped, so the MCP server can trust them.
 pub const USER_HEADER: &str = "x-mcp-connector-user";
@@ -19,6 +22,17 @@ pub const GROUPS_HEADER: &str = "x-mcp-connector-groups";
 pub const CLIENT_HEADER: &str = "x-mcp-connector-client-id";
 /// The granted scopes.
 pub const SCOPE_HEADER: &str = "x-mcp-connector-scope";
+
+/// Identity headers other proxies use. A client could set them to impersonate someone to an
+/// MCP server that trusts one of them, so they never pass.
+const IDENTITY_LOOKALIKES: [&str; 6] = [
+    "x-auth-request-",
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+    "x-forwarded-preferred-username",
+    "x-remote-",
+];
 
 /// Hop-by-hop headers (RFC 9110 7.6.1), never forwarded in either direction.
 const HOP_BY_HOP: [&str; 8] = [
@@ -164,7 +178,8 @@ fn forwarded_headers(incoming: &HeaderMap, claims: &AccessClaims) -> HeaderMap {
             || n == "authorization"
             || n == "host"
             || n == "cookie"
-            || n.starts_with("x-mcp-connector-");
+            || n.starts_with("x-mcp-connector-")
+            || IDENTITY_LOOKALIKES.iter().any(|p| n.starts_with(p));
         if !dropped {
             out.append(name.clone(), value.clone());
         }

@@ -257,7 +257,12 @@ async fn refresh_all(
     connectors: &Store<McpConnector>,
     secrets: &Store<Secret>,
 ) {
-    for obj in connectors.state() {
+    let listed = connectors.state();
+    // Why: a connector deleted while the watch was away (its history compacted) has no
+    // event of its own; after a list, only the connectors listed may stay served.
+    let ids: Vec<String> = listed.iter().map(|obj| connector_id(obj)).collect();
+    store.retain(|id| ids.iter().any(|listed| listed == id));
+    for obj in listed {
         store.upsert(&connector_id(&obj), entry(client, &obj, secrets).await);
     }
 }

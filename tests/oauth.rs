@@ -1005,3 +1005,79 @@ async fn an_authenticating_proxy_signs_in_only_when_it_proves_itself() {
 fn query_of(r: &reqwest::Response) -> std::collections::HashMap<String, String> {
     query(&location(r))
 }
+
+#[tokio::test]
+async fn a_replayed_code_revokes_the_grant_of_its_first_redemption() {
+    let s = server().await;
+    let client = register_public(&s, CLI_REDIRECT).await;
+    let (verifier, challenge) = pkce();
+    let code = code(&s, &client.id, CLI_REDIRECT, &challenge, &[]).await;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("code_verifier", verifier.as_str()),
+        ("client_id", client.id.as_str()),
+    ];
+
+    let (first, _, tokens) = token(&s, &form, None).await;
+    let (replay, _, _) = token(&s, &form, None).await;
+    let refresh_token = tokens["refresh_token"].as_str().unwrap();
+    let (after, body) = refresh(&s, &client.id, refresh_token, None).await;
+
+    assert_eq!((first.as_u16(), replay.as_u16()), (200, 400));
+    assert_eq!(
+        (after.as_u16(), body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+}
+
+#[tokio::test]
+async fn mcp_passes_the_verified_identity_and_drops_forged_ones() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let echo = axum::Router::new().route(
+        "/mcp",
+        axum::routing::post(|headers: axum::http::HeaderMap| async move {
+            let seen: serde_json::Map<String, serde_json::Value> = headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or_default())))
+                .collect();
+            axum::Json(seen)
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, echo).await.unwrap() });
+    let s = TestServer::start(json!({"mcpServer": {"url": backend}}), None).await;
+    let (client, tokens) = login(&s, CLI_REDIRECT).await;
+
+    let seen: serde_json::Value = http()
+        .post(s.url("/mcp"))
+        .bearer_auth(&tokens.access)
+        .header("x-mcp-connector-user", "admin@example.com")
+        .header("x-auth-request-email", "admin@example.com")
+        .header("x-forwarded-user", "admin")
+        .header("mcp-session-id", "s-1")
+        .header("connection", "keep-alive, x-custom-hop")
+        .header("x-custom-hop", "dropped")
+        .body("{}")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    assert_eq!(seen["x-mcp-connector-user"], "alice");
+    assert_eq!(seen["x-mcp-connector-client-id"], client.id.as_str());
+    assert_eq!(seen["mcp-session-id"], "s-1");
+    for gone in [
+        "authorization",
+        "x-auth-request-email",
+        "x-forwarded-user",
+        "x-custom-hop",
+    ] {
+        assert!(
+            seen.get(gone).is_none(),
+            "{gone} reached the MCP server: {seen}"
+        );
+    }
+}

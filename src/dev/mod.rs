@@ -13,7 +13,7 @@ use url::Url;
 use crate::base_url::BaseUrl;
 use crate::clock::Clock;
 use crate::crd::{DevUserSpec, McpConnectorSpec, McpServerSpec, OidcUpstreamSpec, SecretKeyRef};
-use crate::grants::MemoryGrants;
+use crate::grants::file::FileGrants;
 use crate::keys::store::Entry;
 use crate::keys::{Connector, KeyKind, KeyStore, Keys, Keyset, SecretString, random_token};
 use crate::oauth::{AppState, router};
@@ -82,6 +82,8 @@ pub struct DevServer {
     pub base_url: String,
     /// The development user's name and password, when the login form is used.
     pub dev_user: Option<(String, SecretString)>,
+    /// Whether every login signs in the `--auto-login` user.
+    pub auto_login: bool,
     /// The store, so tests can look at or replace keys.
     pub store: KeyStore,
     /// The clock the server uses.
@@ -208,7 +210,11 @@ pub async fn start(opts: DevOptions) -> Result<DevServer, DevError> {
     let store = KeyStore::new();
     store.upsert(DEV_CONNECTOR, Entry::Serving(Arc::new(connector)));
 
-    let state = AppState::new(store.clone(), Arc::new(MemoryGrants::new()), clock.clone());
+    // Revocations and refresh generations are kept beside the keys, so a restart of dev
+    // neither logs anyone out nor brings a revoked token back.
+    let grants = FileGrants::open(&opts.state_dir.join("grants.json"))
+        .map_err(|e| DevError::Config(e.to_string()))?;
+    let state = AppState::new(store.clone(), Arc::new(grants), clock.clone());
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(crate::run::no_delay(listener), app).await {
@@ -220,6 +226,7 @@ pub async fn start(opts: DevOptions) -> Result<DevServer, DevError> {
         addr,
         base_url: base.as_str().to_string(),
         dev_user,
+        auto_login: opts.auto_login.is_some() && opts.oidc.is_none(),
         store,
         clock,
         task,
@@ -291,6 +298,7 @@ pub fn banner(server: &DevServer) -> String {
                 password.expose()
             )
         }
+        None if server.auto_login => "Every login signs in the --auto-login user.".to_string(),
         None => "Sign in through the configured provider.".to_string(),
     };
     format!(

@@ -13,8 +13,9 @@ use super::{GrantError, GrantRecord, GrantStore, Refresh, decide};
 /// Entries beyond which expired ones are swept on the next write.
 const SWEEP_AT: usize = 4096;
 
-#[derive(Default)]
-struct State {
+/// Everything the store holds, as saved by [`super::file::FileGrants`].
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct State {
     codes: HashMap<String, Timestamp>,
     grants: HashMap<String, GrantRecord>,
 }
@@ -37,6 +38,31 @@ impl MemoryGrants {
             Err(poisoned) => poisoned.into_inner(),
         };
         f(&mut guard)
+    }
+
+    /// A store holding `state`.
+    pub fn from_state(state: State) -> MemoryGrants {
+        MemoryGrants {
+            state: Mutex::new(state),
+        }
+    }
+
+    /// A copy of everything held, with expired entries left out.
+    pub fn state(&self, now: Timestamp) -> State {
+        self.with(|s| State {
+            codes: s
+                .codes
+                .iter()
+                .filter(|(_, e)| **e > now)
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
+            grants: s
+                .grants
+                .iter()
+                .filter(|(_, g)| g.expires > now)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        })
     }
 
     /// Number of grant records held, for tests and metrics.

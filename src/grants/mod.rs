@@ -5,6 +5,7 @@
 //! state. A grant nobody has refreshed yet has no record: generation 0 is implied, so issuing
 //! a token writes nothing.
 
+pub mod file;
 pub mod kube;
 pub mod memory;
 

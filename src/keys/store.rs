@@ -226,6 +226,11 @@ impl KeyStore {
         });
     }
 
+    /// Forgets every connector whose id `keep` refuses.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.update(|entries| entries.retain(|id, _| keep(id)));
+    }
+
     /// The connector with this id, if it is serving.
     pub fn get(&self, id: &str) -> Option<Arc<Connector>> {
         match self.snapshot().entries.get(id) {

@@ -81,15 +81,49 @@ pub struct CodeGrant {
     pub j: String,
 }
 
-/// Parses a query or form once, refusing repeated parameters (RFC 6749 3.1).
+/// Parses a query or form once, refusing repeated parameters (RFC 6749 3.1) and values
+/// that are not UTF-8.
 pub fn params(raw: &[u8]) -> Result<HashMap<String, String>, String> {
     let mut out = HashMap::new();
-    for (k, v) in url::form_urlencoded::parse(raw) {
-        if out.insert(k.to_string(), v.into_owned()).is_some() {
+    for piece in raw.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
+        let (k, v) = match piece.iter().position(|b| *b == b'=') {
+            Some(eq) => (&piece[..eq], &piece[eq + 1..]),
+            None => (piece, &b""[..]),
+        };
+        // Why: a lossy decoding would replace such bytes, and a `state` must come back
+        // exactly as it was sent (RFC 6749 4.1.2); refusing is the honest answer.
+        let k = form_decode(k).ok_or("a parameter name is not UTF-8")?;
+        let v = form_decode(v).ok_or_else(|| format!("parameter {k} is not UTF-8"))?;
+        if out.insert(k.clone(), v).is_some() {
             return Err(format!("parameter {k} is repeated"));
         }
     }
     Ok(out)
+}
+
+/// Decodes one `application/x-www-form-urlencoded` name or value; `None` when the bytes
+/// are not UTF-8. A `%` not followed by two hex digits stays as it is, as in WHATWG URL.
+fn form_decode(raw: &[u8]) -> Option<String> {
+    let hex = |b: Option<&u8>| b.and_then(|b| (*b as char).to_digit(16));
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        match (raw[i], hex(raw.get(i + 1)), hex(raw.get(i + 2))) {
+            (b'%', Some(high), Some(low)) => {
+                out.push((high * 16 + low) as u8);
+                i += 3;
+            }
+            (b'+', _, _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// An error shown to the user: the request cannot be trusted to say where to send them.
@@ -549,6 +583,17 @@ mod tests {
     fn repeated_parameters_are_refused() {
         assert!(params(b"a=1&b=2").is_ok());
         assert!(params(b"a=1&a=2").is_err());
+    }
+
+    #[test]
+    fn parameters_decode_as_forms_do_and_must_be_utf8() {
+        let p = params(b"a=x+y%2B%zz%4&b&&c=%E2%9C%93").unwrap();
+
+        assert_eq!(p["a"], "x y+%zz%4");
+        assert_eq!(p["b"], "");
+        assert_eq!(p["c"], "\u{2713}");
+        assert!(params(b"state=%FF%FE").is_err());
+        assert!(params(b"%FF=x").is_err());
     }
 
     #[test]

@@ -98,6 +98,8 @@ pub struct OAuthError {
     pub challenge: Option<String>,
     /// A status other than the code's usual one.
     pub status: Option<StatusCode>,
+    /// Seconds for a `Retry-After` header.
+    pub retry_after: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -114,6 +116,7 @@ impl OAuthError {
             description: description.into(),
             challenge: None,
             status: None,
+            retry_after: None,
         }
     }
 
@@ -126,6 +129,12 @@ impl OAuthError {
     /// Answers with another status than the code's usual one.
     pub fn with_status(mut self, status: StatusCode) -> OAuthError {
         self.status = Some(status);
+        self
+    }
+
+    /// Adds a `Retry-After` header.
+    pub fn with_retry_after(mut self, seconds: u64) -> OAuthError {
+        self.retry_after = Some(seconds);
         self
     }
 
@@ -167,6 +176,9 @@ impl IntoResponse for OAuthError {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Some(challenge) = self.challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
             headers.insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

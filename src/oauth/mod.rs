@@ -26,6 +26,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::base_url::BaseUrl;
 use crate::clock::Clock;
@@ -247,7 +248,10 @@ pub fn router(state: AppState) -> Router {
         .route("/revoke", post(revoke::revoke))
         // Only the routes above: /mcp is added after, so its event streams are not cut.
         .route_layer(middleware::from_fn_with_state(state.clone(), deadline))
-        .route("/mcp", any(crate::proxy::mcp))
+        .route(
+            "/mcp",
+            any(crate::proxy::mcp).layer(RequestBodyLimitLayer::new(crate::proxy::MAX_MCP_BODY)),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))

@@ -141,9 +141,23 @@ pub async fn register(
     let answer = registration(&state, &served, &parts, &body).await;
     state.metrics.registration(match &answer {
         Ok(_) => "ok",
-        Err(e) => e.code.as_str(),
+        Err(e) => {
+            tracing::warn!(
+                connector = %served.connector.id,
+                error = e.code.as_str(),
+                description = %e.description,
+                "registration refused"
+            );
+            e.code.as_str()
+        }
     });
-    answer
+    answer.map_err(|e| {
+        if e.status == Some(StatusCode::TOO_MANY_REQUESTS) {
+            e.with_retry_after(WINDOW.as_secs())
+        } else {
+            e
+        }
+    })
 }
 
 async fn registration(

@@ -60,7 +60,16 @@ pub async fn token(
     let answer = grant(&state, &served, &headers, &form).await;
     let outcome = match &answer {
         Ok(_) => "issued",
-        Err(e) => e.code.as_str(),
+        Err(e) => {
+            tracing::warn!(
+                connector = %served.connector.id,
+                grant_type,
+                error = e.code.as_str(),
+                description = %e.description,
+                "token request refused"
+            );
+            e.code.as_str()
+        }
     };
     state.metrics.token(grant_type, outcome);
     answer
@@ -155,11 +164,19 @@ async fn authorization_code(
         .await
         .map_err(|e| OAuthError::new(ErrorCode::TemporarilyUnavailable, e.to_string()))?;
     if !first {
+        // OAuth 2.1 4.1.3: a replayed code revokes what the first redemption issued. The
+        // grant is named after the code, so this needs no lookup.
+        let until = now + connector.settings.ttl.refresh.as_secs();
+        let until = jiff::Timestamp::from_second(until).unwrap_or_else(|_| state.clock.now());
+        if let Err(e) = state.grants.revoke(&connector.id, &code.j, until).await {
+            tracing::warn!(connector = %connector.id, error = %e, "could not revoke a replayed grant");
+        }
+        tracing::warn!(connector = %connector.id, user = %code.u, "code replayed; grant revoked");
         return Err(OAuthError::invalid_grant("the code was already used"));
     }
 
     let grant = RefreshGrant {
-        g: random_token::<16>().map_err(OAuthError::internal)?,
+        g: code.j.clone(),
         n: 0,
         c: client.id.clone(),
         u: code.u,

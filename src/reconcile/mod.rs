@@ -382,6 +382,9 @@ async fn keep_secrets(
         }
     };
 
+    let (mut dcr, mut signing) = (dcr, signing);
+    confirm_unrecorded(ctx, &ns, &name, &mut dcr, &mut signing).await;
+
     let mut regenerated = false;
     for (secret, kept) in [
         (&settings.dcr.name, &dcr),
@@ -412,6 +415,30 @@ async fn keep_secrets(
     })
 }
 
+/// Reads the status afresh when a Secret is not the one the cached status records: only
+/// a regeneration that no pass recorded is reported, never one the cache had not seen yet.
+async fn confirm_unrecorded(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    dcr: &mut secrets::Kept,
+    signing: &mut secrets::Kept,
+) {
+    if dcr.change != Change::Unrecorded && signing.change != Change::Unrecorded {
+        return;
+    }
+    let api: Api<McpConnector> = Api::namespaced(ctx.client.clone(), ns);
+    let Ok(fresh) = api.get_status(name).await else {
+        return;
+    };
+    let recorded = fresh.status.and_then(|s| s.secrets).unwrap_or_default();
+    for (kept, uid) in [(dcr, recorded.dcr_uid), (signing, recorded.signing_key_uid)] {
+        if kept.change == Change::Unrecorded && kept.uid == uid {
+            kept.change = Change::Kept;
+        }
+    }
+}
+
 /// Publishes an Event for a Secret change; whether the Secret now holds fresh keys.
 async fn report_change(ctx: &Context, obj: &McpConnector, secret: &str, change: &Change) -> bool {
     let (type_, reason, note, fresh) = match change {
@@ -422,7 +449,7 @@ async fn report_change(ctx: &Context, obj: &McpConnector, secret: &str, change: 
             format!("created Secret {secret} with new keys"),
             true,
         ),
-        Change::Regenerated => (
+        Change::Regenerated | Change::Unrecorded => (
             EventType::Warning,
             "ForcedReauth",
             format!(

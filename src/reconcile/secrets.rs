@@ -24,6 +24,9 @@ pub enum Change {
     Created,
     /// Created again after it was deleted: everyone must log in again.
     Regenerated,
+    /// Not the Secret recorded in status: made again by a pass that stopped before it
+    /// could record it (or the cached status is older than the pass that did).
+    Unrecorded,
     /// Replaced because its content was unusable, and why.
     Replaced(String),
     /// Rotated (or pruned), and why.
@@ -185,10 +188,17 @@ pub async fn keep(
         Decision::Keep(set) => {
             let uid = existing.as_ref().and_then(|s| s.metadata.uid.clone());
             let next_due = rotation::next_due(&set, policy);
+            // Why: a Secret other than the one recorded in status was made again by a pass
+            // that stopped before recording it; its regeneration (and the restarts that it
+            // orders) must still be reported.
+            let change = match known_uid {
+                Some(known) if uid.as_deref() != Some(known) => Change::Unrecorded,
+                _ => Change::Kept,
+            };
             return Ok(Ok(Kept {
                 keyset: set,
                 uid,
-                change: Change::Kept,
+                change,
                 next_due,
             }));
         }
