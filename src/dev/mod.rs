@@ -299,7 +299,11 @@ pub fn banner(server: &DevServer) -> String {
             )
         }
         None if server.auto_login => "Every login signs in the --auto-login user.".to_string(),
-        None => "Sign in through the configured provider.".to_string(),
+        None => format!(
+            "Sign in through the configured provider; its redirect URI for this connector is \
+             {}/oauth/callback.",
+            server.base_url
+        ),
     };
     format!(
         "mcp-connector dev is serving {mcp}\n{login}\n\n\
