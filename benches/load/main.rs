@@ -1,0 +1,614 @@
+//! Load runs on loopback, side by side with a peer (node's `oidc-provider`, configured in
+//! `bench/peer.mjs`) and against the targets. Run by `bench/run.sh`, which builds in release
+//! mode and raises the open-files limit first; prints one Markdown table.
+//!
+//! `cargo bench --bench load -- [--only token,mcp,streams,cluster,run]`
+//!
+//! What runs where: `mcp-connector dev` and `run` are the release binary in child
+//! processes, so their resident memory and CPU time are read from `/proc/<pid>`; the peer is
+//! a node child; the MCP server behind `/mcp` (`dev`'s `whoami`) and the Kubernetes API
+//! double run in this process, on their own runtimes or tasks. Everything shares the
+//! machine's cores, so rates are of the whole box, driver included; the CPU each server
+//! spent per request is printed too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../../tests/support/apiserver/mod.rs"]
+mod apiserver;
+mod client;
+mod cluster;
+mod mcp;
+mod oauth;
+mod procs;
+mod serve;
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use client::{Conn, Samples};
+use oauth::Server;
+
+/// Concurrent connections driving `/token`.
+const TOKEN_WORKERS: usize = 16;
+/// Codes redeemed in the timed authorization_code run of each server.
+const OUR_CODES: usize = 20_000;
+const DEV_CODES: usize = 1_000;
+const PEER_CODES: usize = 3_000;
+/// The timed refresh_token run.
+const REFRESH_FOR: Duration = Duration::from_secs(3);
+/// The fixed rate of the `/mcp` latency run, calls a second.
+const MCP_RATE: f64 = 500.0;
+/// Streams held open through `/mcp`.
+const STREAMS: usize = 10_000;
+/// Connectors reconciled.
+const CONNECTORS: usize = 500;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = args.iter().position(|a| a == "--serve") {
+        return serve::main(&args[i + 1]);
+    }
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(|s| s.split(',').map(String::from).collect::<Vec<_>>());
+    let wants = |phase: &str| only.as_ref().is_none_or(|o| o.iter().any(|p| p == phase));
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut report = Report::new();
+    rt.block_on(async {
+        if wants("token") {
+            token_phase(&mut report).await;
+        }
+        if wants("mcp") {
+            mcp_phase(&mut report).await;
+        }
+        if wants("streams") {
+            streams_phase(&mut report).await;
+        }
+        if wants("cluster") {
+            cluster_phase(&mut report).await;
+        }
+        if wants("run") {
+            run_phase(&mut report).await;
+        }
+    });
+    print!("{}", report.render());
+}
+
+/// The table, and the notes under it.
+struct Report {
+    rows: Vec<[String; 6]>,
+    notes: Vec<String>,
+    started: jiff::Timestamp,
+    load_before: String,
+}
+
+fn verdict(met: bool) -> String {
+    if met { "met" } else { "**missed**" }.into()
+}
+
+impl Report {
+    fn new() -> Report {
+        Report {
+            rows: Vec::new(),
+            notes: Vec::new(),
+            started: jiff::Timestamp::now(),
+            load_before: loadavg(),
+        }
+    }
+
+    fn row(
+        &mut self,
+        what: &str,
+        ours: String,
+        peer: String,
+        ratio: String,
+        target: &str,
+        met: String,
+    ) {
+        self.rows
+            .push([what.into(), ours, peer, ratio, target.into(), met]);
+    }
+
+    fn note(&mut self, note: String) {
+        eprintln!("load: {note}");
+        self.notes.push(note);
+    }
+
+    fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "{}\n", machine(self.started, &self.load_before));
+        let head = [
+            "measure",
+            "mcp-connector",
+            "oidc-provider (peer)",
+            "ratio",
+            "target",
+            "",
+        ];
+        let _ = writeln!(out, "| {} |", head.join(" | "));
+        let _ = writeln!(out, "|{}", "---|".repeat(head.len()));
+        for row in &self.rows {
+            let _ = writeln!(out, "| {} |", row.join(" | "));
+        }
+        out.push('\n');
+        for note in &self.notes {
+            let _ = writeln!(out, "- {note}");
+        }
+        out
+    }
+}
+
+fn loadavg() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn machine(started: jiff::Timestamp, load_before: &str) -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_default();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_kb: f64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
+    format!(
+        "Machine: {} cores (nproc), {model}, {:.1} GiB memory; load average {load_before} \
+         before the run, {} after; open-files limit {}; started {}",
+        cores(),
+        mem_kb / 1024.0 / 1024.0,
+        loadavg(),
+        procs::open_files_limit(),
+        started.strftime("%Y-%m-%d %H:%M UTC"),
+    )
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// Mean time of `access_token::mint` (the signature, JSON and base64), measured here so
+/// that the target uses this machine's number.
+fn mint_time() -> Duration {
+    use mcp_connector::keys::{KeyKind, Keys, Keyset};
+    use mcp_connector::oauth::access_token::{AccessClaims, mint};
+
+    let now = jiff::Timestamp::now();
+    let set = |kind: KeyKind| Keyset {
+        keys: vec![kind.generate(now).unwrap()],
+    };
+    let keys = Keys::from_keysets(&set(KeyKind::Seal), &set(KeyKind::Signing)).unwrap();
+    let claims = AccessClaims {
+        iss: "http://127.0.0.1:8080".into(),
+        aud: "http://127.0.0.1:8080/mcp".into(),
+        sub: "alice@example.com".into(),
+        exp: now.as_second() + 3600,
+        iat: now.as_second(),
+        jti: "0123456789abcdef".into(),
+        client_id: "c".repeat(180),
+        scope: "mcp".into(),
+        preferred_username: "alice@example.com".into(),
+        groups: vec!["sre".into(), "dev".into()],
+        gid: "0123456789abcdef0123".into(),
+    };
+    for _ in 0..200 {
+        mint(&keys, &claims).unwrap();
+    }
+    // The fastest of five batches: the machine is shared, and others' load only slows.
+    (0..5)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..1000 {
+                mint(&keys, &claims).unwrap();
+            }
+            start.elapsed() / 1000
+        })
+        .min()
+        .unwrap_or_default()
+}
+
+fn ms(v: f64) -> String {
+    format!("{v:.2} ms")
+}
+
+fn per_s(v: f64) -> String {
+    format!("{v:.0}/s")
+}
+
+fn times(v: f64) -> String {
+    format!("{v:.1}×")
+}
+
+fn mib(v: f64) -> String {
+    format!("{v:.1} MiB")
+}
+
+/// One server's `/token` runs.
+struct TokenRuns {
+    code: Samples,
+    refresh: Samples,
+    cpu_per_code: Duration,
+    cpu_per_refresh: Duration,
+    rss_idle: f64,
+    rss_after: f64,
+}
+
+async fn token_runs(server: Server, proc: &procs::Proc, codes: usize) -> TokenRuns {
+    let rss_idle = proc.rss_mib();
+    let client = oauth::register(&server).await;
+
+    // Warm up (node's JIT, both servers' allocators), untimed.
+    let warm = oauth::codes(&client, 500, 8).await;
+    oauth::redeem_all(&client, warm, TOKEN_WORKERS).await;
+
+    let pool = oauth::codes(&client, codes, 8).await;
+    let cpu = proc.cpu();
+    let code = oauth::redeem_all(&client, pool, TOKEN_WORKERS).await;
+    let cpu_code = proc.cpu() - cpu;
+
+    let cpu = proc.cpu();
+    let refresh = oauth::refresh_for(&client, TOKEN_WORKERS, REFRESH_FOR).await;
+    let cpu_refresh = proc.cpu() - cpu;
+
+    let per = |cpu: Duration, n: usize| cpu / u32::try_from(n.max(1)).unwrap_or(u32::MAX);
+    TokenRuns {
+        cpu_per_code: per(cpu_code, code.micros.len()),
+        cpu_per_refresh: per(cpu_refresh, refresh.micros.len()),
+        code,
+        refresh,
+        rss_idle,
+        rss_after: proc.rss_mib(),
+    }
+}
+
+async fn token_phase(report: &mut Report) {
+    let mint = mint_time();
+    let cores = cores();
+    let ceiling = cores as f64 / mint.as_secs_f64();
+
+    let (ours_proc, ours_addr) = procs::memory_server("token").await;
+    let mut ours = token_runs(Server::ours(ours_addr), &ours_proc, OUR_CODES).await;
+    drop(ours_proc);
+    let (dev_proc, dev_addr) = procs::dev("token-dev", None).await;
+    let mut dev = token_runs(Server::ours(dev_addr), &dev_proc, DEV_CODES).await;
+    drop(dev_proc);
+    let (peer_proc, peer_addr) = procs::peer().await;
+    let mut peer = token_runs(Server::peer(peer_addr), &peer_proc, PEER_CODES).await;
+    drop(peer_proc);
+
+    for (grant, o, p, cpu_o, cpu_p) in [
+        (
+            "authorization_code",
+            &mut ours.code,
+            &mut peer.code,
+            ours.cpu_per_code,
+            peer.cpu_per_code,
+        ),
+        (
+            "refresh_token",
+            &mut ours.refresh,
+            &mut peer.refresh,
+            ours.cpu_per_refresh,
+            peer.cpu_per_refresh,
+        ),
+    ] {
+        let (ro, rp) = (o.rate(), p.rate());
+        let target = format!("≥ 10× peer and ≥ {:.0}/s", 0.6 * ceiling);
+        let met = ro >= 10.0 * rp && ro >= 0.6 * ceiling;
+        report.row(
+            &format!("`/token` {grant}, {TOKEN_WORKERS} connections"),
+            per_s(ro),
+            per_s(rp),
+            times(ro / rp),
+            &target,
+            verdict(met),
+        );
+        let (o50, p50, o99, p99) = (
+            o.quantile_ms(0.5),
+            p.quantile_ms(0.5),
+            o.quantile_ms(0.99),
+            p.quantile_ms(0.99),
+        );
+        report.row(
+            &format!("`/token` {grant} p50 / p99"),
+            format!("{} / {}", ms(o50), ms(o99)),
+            format!("{} / {}", ms(p50), ms(p99)),
+            format!("{} / {}", times(p50 / o50), times(p99 / o99)),
+            "",
+            String::new(),
+        );
+        report.row(
+            &format!("`/token` {grant}: server CPU per token"),
+            format!("{:.0} µs", cpu_o.as_secs_f64() * 1e6),
+            format!("{:.0} µs", cpu_p.as_secs_f64() * 1e6),
+            times(cpu_p.as_secs_f64() / cpu_o.as_secs_f64()),
+            &format!(
+                "{cores} cores ÷ this = {:.0}/s",
+                cores as f64 / cpu_o.as_secs_f64()
+            ),
+            String::new(),
+        );
+        if o.errors + p.errors > 0 {
+            report.note(format!(
+                "{grant}: {} errors ours ({:?}), {} peer ({:?})",
+                o.errors, o.first_error, p.errors, p.first_error
+            ));
+        }
+    }
+    for (grant, d, p) in [
+        ("authorization_code", &mut dev.code, &mut peer.code),
+        ("refresh_token", &mut dev.refresh, &mut peer.refresh),
+    ] {
+        let (rd, rp) = (d.rate(), p.rate());
+        report.row(
+            &format!("`/token` {grant} of the `dev` binary (grant state saved to a file)"),
+            format!("{} (p50 {}, p99 {})", per_s(rd), ms(d.quantile_ms(0.5)), ms(d.quantile_ms(0.99))),
+            per_s(rp),
+            times(rd / rp),
+            "",
+            String::new(),
+        );
+        if d.errors > 0 {
+            report.note(format!(
+                "`dev` binary, {grant}: {} of {} requests failed, the first with {:?}",
+                d.errors,
+                d.errors + d.micros.len() as u64,
+                d.first_error
+            ));
+        }
+    }
+    report.row(
+        "resident memory before / after the `/token` runs",
+        format!("{} / {}", mib(ours.rss_idle), mib(ours.rss_after)),
+        format!("{} / {}", mib(peer.rss_idle), mib(peer.rss_after)),
+        times(peer.rss_after / ours.rss_after),
+        "",
+        String::new(),
+    );
+    report.note(format!(
+        "ES256 signing (`access_token::mint`, fastest of 5×1000 here): {:.1} µs; {cores} \
+         cores ÷ that = {ceiling:.0}/s, 60 % = {:.0}/s. The peer is one node process (its \
+         memory adapter cannot be shared between processes), so it uses one core.",
+        mint.as_secs_f64() * 1e6,
+        0.6 * ceiling
+    ));
+}
+
+/// Samples of several timed slices, with the slices' total wall time.
+fn pooled(slices: Vec<Samples>) -> Samples {
+    let mut all = Samples::default();
+    for s in slices {
+        all.elapsed += s.elapsed;
+        all.merge(s);
+    }
+    all
+}
+
+async fn login(addr: std::net::SocketAddr) -> String {
+    let client = oauth::register(&Server::ours(addr)).await;
+    let mut conn = Conn::open(addr).await.unwrap();
+    let code = oauth::code(&mut conn, &client, &mut client::Jar::default()).await;
+    oauth::redeem(&mut conn, &client, &code).await.access_token
+}
+
+async fn mcp_phase(report: &mut Report) {
+    let up = mcp::upstream();
+    let up_url = format!("http://{up}/mcp");
+    let (ours, addr) = procs::dev("mcp", Some(&up_url)).await;
+    let direct = mcp::Target {
+        addr: up,
+        path: "/mcp".into(),
+        bearer: None,
+    };
+    let proxied = mcp::Target {
+        addr,
+        path: "/mcp".into(),
+        bearer: Some(login(addr).await),
+    };
+
+    // Warm up both paths, then alternate short slices so that drift in the machine's
+    // other load falls on both alike.
+    mcp::fixed_rate(&direct, MCP_RATE, 4, Duration::from_millis(500)).await;
+    mcp::fixed_rate(&proxied, MCP_RATE, 4, Duration::from_millis(500)).await;
+    let (mut d, mut p) = (Vec::new(), Vec::new());
+    let mut proxy_cpu = Duration::ZERO;
+    for _ in 0..4 {
+        d.push(mcp::fixed_rate(&direct, MCP_RATE, 4, Duration::from_millis(1500)).await);
+        let cpu = ours.cpu();
+        p.push(mcp::fixed_rate(&proxied, MCP_RATE, 4, Duration::from_millis(1500)).await);
+        proxy_cpu += ours.cpu() - cpu;
+    }
+    let (mut d, mut p) = (pooled(d), pooled(p));
+    let cpu_per_call = proxy_cpu.as_secs_f64() / p.micros.len().max(1) as f64;
+    let (d50, p50, d99, p99) = (
+        d.quantile_ms(0.5),
+        p.quantile_ms(0.5),
+        d.quantile_ms(0.99),
+        p.quantile_ms(0.99),
+    );
+    let (add50, add99) = (p50 - d50, p99 - d99);
+    report.row(
+        &format!("`/mcp` added latency at {MCP_RATE:.0} calls/s, p50 / p99"),
+        format!("{} / {}", ms(add50), ms(add99)),
+        "n/a".into(),
+        String::new(),
+        "≤ 0.1 ms / ≤ 1 ms",
+        verdict(add50 <= 0.1 && add99 <= 1.0),
+    );
+    report.note(format!(
+        "`/mcp` at {MCP_RATE:.0} calls/s (`tools/call whoami`, {} calls each way): direct \
+         p50 {} p99 {}, through `/mcp` p50 {} p99 {}; the operator spent {:.0} µs of CPU per \
+         proxied call; errors {} direct, {} proxied.",
+        d.micros.len(),
+        ms(d50),
+        ms(d99),
+        ms(p50),
+        ms(p99),
+        cpu_per_call * 1e6,
+        d.errors,
+        p.errors
+    ));
+
+    let (mut dm, mut pm) = (Vec::new(), Vec::new());
+    for _ in 0..2 {
+        dm.push(mcp::max_rate(&direct, 16, Duration::from_secs(2)).await);
+        pm.push(mcp::max_rate(&proxied, 16, Duration::from_secs(2)).await);
+    }
+    let (dm, pm) = (pooled(dm), pooled(pm));
+    let kept = pm.rate() / dm.rate();
+    report.row(
+        "`/mcp` throughput kept (16 connections)",
+        format!("{:.0} %", kept * 100.0),
+        "n/a".into(),
+        String::new(),
+        "≥ 80 %",
+        verdict(kept >= 0.8),
+    );
+    report.note(format!(
+        "`/mcp` maximum: {} direct, {} through `/mcp` (errors {} / {}).",
+        per_s(dm.rate()),
+        per_s(pm.rate()),
+        dm.errors,
+        pm.errors
+    ));
+    drop(ours);
+}
+
+async fn streams_phase(report: &mut Report) {
+    let up = mcp::upstream();
+    let up_url = format!("http://{up}/mcp");
+    let direct = mcp::Target {
+        addr: up,
+        path: "/mcp".into(),
+        bearer: None,
+    };
+    // Each stream through `/mcp` is two sockets in the operator (client and MCP server
+    // side) and, here, two in this process (client and MCP server); the open-files limit
+    // caps what fits.
+    let limit = procs::open_files_limit();
+    let h2_count = STREAMS.min(limit.saturating_sub(600));
+    let h1_count = STREAMS.min(limit.saturating_sub(600) / 2 / 100 * 100);
+
+    for (label, count, http2) in [("HTTP/2", h2_count, true), ("HTTP/1.1", h1_count, false)] {
+        let (ours, addr) = procs::dev(
+            &format!("streams-{}", if http2 { "h2" } else { "h1" }),
+            Some(&up_url),
+        )
+        .await;
+        let proxied = mcp::Target {
+            addr,
+            path: "/mcp".into(),
+            bearer: Some(login(addr).await),
+        };
+        mcp::max_rate(&proxied, 2, Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let base = ours.rss_mib();
+
+        let ids = mcp::sessions(&direct, count, 16).await;
+        let open = if http2 {
+            mcp::open_http2(&proxied, ids, 100).await
+        } else {
+            mcp::open_http1(&proxied, ids, 128).await
+        };
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (rss, fds) = (ours.rss_mib(), ours.fds());
+        let per_kib = (rss - base) * 1024.0 / open.opened.max(1) as f64;
+        let at_10k = base + per_kib * STREAMS as f64 / 1024.0;
+        let (opened, failed, took) = (open.opened, open.failed, open.took);
+        drop(open);
+
+        let shape = if http2 {
+            format!("{} HTTP/2 connections in", count.div_ceil(100))
+        } else {
+            "one HTTP/1.1 connection each in".into()
+        };
+        let measured = if count >= STREAMS {
+            mib(rss)
+        } else {
+            format!(
+                "{} ({} streams); {} at 10,000",
+                mib(rss),
+                count,
+                mib(at_10k)
+            )
+        };
+        report.row(
+            &format!("10,000 idle event streams through `/mcp`, {label}: resident memory"),
+            measured,
+            "n/a".into(),
+            String::new(),
+            "≤ 200 MiB",
+            verdict(at_10k <= 200.0),
+        );
+        report.note(format!(
+            "streams over {label}: {} of {count} opened in {:.1} s ({shape}, one HTTP/1.1 \
+             connection each to the MCP server), {} failed; operator {} before, {} with them \
+             open ({per_kib:.1} KiB a stream), {fds} open files.",
+            opened,
+            took.as_secs_f64(),
+            failed,
+            mib(base),
+            mib(rss),
+        ));
+        drop(ours);
+    }
+}
+
+async fn cluster_phase(report: &mut Report) {
+    let r = cluster::reconcile_many(CONNECTORS).await;
+    let secs = r.ready.as_secs_f64();
+    report.row(
+        &format!(
+            "{} `McpConnector`s reconciled to Ready (in process)",
+            r.count
+        ),
+        format!("{secs:.1} s"),
+        "n/a".into(),
+        String::new(),
+        "≤ 10 s",
+        verdict(secs <= 10.0),
+    );
+    report.note(format!(
+        "{} connectors: all Ready after {secs:.2} s, all served by the key store after {:.2} \
+         s; {} reconcile passes ({} failed), {} API requests.",
+        r.count,
+        r.serving.as_secs_f64(),
+        r.reconciles,
+        r.errors,
+        r.requests
+    ));
+}
+
+async fn run_phase(report: &mut Report) {
+    let r = cluster::idle_run(Duration::from_secs(3), CONNECTORS).await;
+    report.row(
+        "idle `mcp-connector run`: resident memory (one connector)",
+        mib(r.one_mib),
+        "n/a".into(),
+        String::new(),
+        "≤ 20 MiB",
+        verdict(r.one_mib <= 20.0),
+    );
+    report.note(format!(
+        "`mcp-connector run` on the API double: {} with no connector, {} with one, {} with \
+         {} (all {} Ready {:.1} s after they were created).",
+        mib(r.empty_mib),
+        mib(r.one_mib),
+        mib(r.many_mib),
+        r.many,
+        r.many,
+        r.many_ready.as_secs_f64()
+    ));
+}

@@ -1,0 +1,222 @@
+//! The processes under test: `mcp-connector dev` and `run` (the release binary cargo built
+//! for this bench) and the node peer, each in its own process so that its resident memory
+//! and CPU time are its own; and what `/proc` says about them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The `mcp-connector` binary built with this bench.
+pub const BIN: &str = env!("CARGO_BIN_EXE_mcp-connector");
+
+/// A child process, killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub pid: u32,
+}
+
+impl Proc {
+    /// Resident memory, MiB.
+    pub fn rss_mib(&self) -> f64 {
+        rss_mib(self.pid)
+    }
+
+    /// CPU time used so far (user + system).
+    pub fn cpu(&self) -> Duration {
+        cpu_time(self.pid)
+    }
+
+    /// Open file descriptors.
+    pub fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid)).map_or(0, Iterator::count)
+    }
+
+    /// Sends SIGTERM and waits at most `within` for the exit.
+    pub async fn terminate(mut self, within: Duration) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status();
+        let _ = tokio::time::timeout(within, self.child.wait()).await;
+    }
+}
+
+/// A field of `/proc/<pid>/status`, in kB.
+fn status_kb(pid: u32, field: &str) -> f64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kb| kb.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// Resident memory of a process, MiB.
+pub fn rss_mib(pid: u32) -> f64 {
+    status_kb(pid, "VmRSS:") / 1024.0
+}
+
+/// User plus system CPU time of a process (`/proc/<pid>/stat`, at 100 ticks a second).
+pub fn cpu_time(pid: u32) -> Duration {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name may hold spaces; the fields after it are fixed.
+    let after = text.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+/// A folder for one phase's state and logs, under `target/bench-load/`.
+pub fn workdir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("bench-load")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn log_file(dir: &Path, name: &str) -> Stdio {
+    Stdio::from(std::fs::File::create(dir.join(name)).unwrap())
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until `addr` accepts connections.
+pub async fn wait_listening(addr: SocketAddr, what: &str) {
+    let start = Instant::now();
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{what} did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `mcp-connector dev` signing everyone in as `alice`, proxying `/mcp` to `mcp_server`
+/// (or its built-in `whoami`). Logs at the default level, as a deployment would, into the
+/// phase folder.
+pub async fn dev(name: &str, mcp_server: Option<&str>) -> (Proc, SocketAddr) {
+    let dir = workdir(name);
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["dev", "--auto-login", "alice@example.com"])
+        .args(["--listen", &addr.to_string()])
+        .arg("--state-dir")
+        .arg(dir.join("state"));
+    if let Some(url) = mcp_server {
+        cmd.args(["--mcp-server", url]);
+    }
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(log_file(&dir, "stdout.log"))
+        .stderr(log_file(&dir, "stderr.log"))
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    wait_listening(addr, "mcp-connector dev").await;
+    (Proc { child, pid }, addr)
+}
+
+/// This bench re-executed as the OAuth server with in-memory grant state (see `serve.rs`).
+pub async fn memory_server(name: &str) -> (Proc, SocketAddr) {
+    let dir = workdir(name);
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args(["--serve", &addr.to_string()])
+        .stdin(Stdio::null())
+        .stdout(log_file(&dir, "stdout.log"))
+        .stderr(log_file(&dir, "stderr.log"))
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    wait_listening(addr, "the in-memory OAuth server").await;
+    (Proc { child, pid }, addr)
+}
+
+/// The node peer (`bench/peer.mjs`); its issuer is `http://<addr>`.
+pub async fn peer() -> (Proc, SocketAddr) {
+    let dir = workdir("peer");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/peer.mjs");
+    let mut child = Command::new("node")
+        .arg(script)
+        .env("NODE_ENV", "production")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(log_file(&dir, "stderr.log"))
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (mut reader, mut line) = (BufReader::new(stdout), String::new());
+    tokio::time::timeout(Duration::from_secs(30), reader.read_line(&mut line))
+        .await
+        .expect("the peer did not start")
+        .unwrap();
+    let issuer = line
+        .trim()
+        .strip_prefix("PEER_READY ")
+        .unwrap_or_else(|| panic!("the peer said {line:?}"));
+    let addr = issuer.trim_start_matches("http://").parse().unwrap();
+    (Proc { child, pid }, addr)
+}
+
+/// `mcp-connector run` against the API server at `api_url`, watching `namespace`.
+pub fn run(api_url: &str, namespace: &str, listen: SocketAddr, admin: SocketAddr) -> Proc {
+    let dir = workdir("run");
+    let kubeconfig = dir.join("kubeconfig");
+    let config = format!(
+        "apiVersion: v1\nkind: Config\ncurrent-context: double\n\
+         clusters: [{{name: double, cluster: {{server: \"{api_url}\"}}}}]\n\
+         users: [{{name: bench, user: {{token: bench}}}}]\n\
+         contexts: [{{name: double, context: {{cluster: double, user: bench, \
+         namespace: {namespace}}}}}]\n"
+    );
+    std::fs::write(&kubeconfig, config).unwrap();
+
+    let child = Command::new(BIN)
+        .args(["run", "--namespace", namespace])
+        .args(["--listen", &listen.to_string()])
+        .args(["--admin-listen", &admin.to_string()])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("POD_NAME", "mcp-connector-0")
+        .env("POD_NAMESPACE", namespace)
+        .stdin(Stdio::null())
+        .stdout(log_file(&dir, "stdout.log"))
+        .stderr(log_file(&dir, "stderr.log"))
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    Proc { child, pid }
+}
+
+/// The soft limit of open files of this process (children inherit it).
+pub fn open_files_limit() -> usize {
+    let text = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    text.lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1024)
+}

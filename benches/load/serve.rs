@@ -1,0 +1,62 @@
+//! The OAuth server and `/mcp` as `dev` builds them, but with the grant state in memory
+//! (`MemoryGrants`) as the peer keeps its own: this bench re-executed as a child process
+//! with `--serve ADDR`. `dev` itself saves the grant state to a file after every change,
+//! and `run` keeps it in the Kubernetes API; both are measured beside this.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use mcp_connector::base_url::BaseUrl;
+use mcp_connector::clock::Clock;
+use mcp_connector::crd::McpConnectorSpec;
+use mcp_connector::grants::MemoryGrants;
+use mcp_connector::keys::store::Entry;
+use mcp_connector::keys::{Connector, KeyKind, KeyStore, Keys, Keyset};
+use mcp_connector::oauth::{AppState, router};
+use mcp_connector::settings::Settings;
+use mcp_connector::upstream::Upstream;
+
+/// Serves on `listen` until killed; logs as `mcp-connector` does, at info to stderr.
+pub fn main(listen: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_writer(std::io::stderr)
+        .init();
+    let listen: SocketAddr = listen.parse().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(serve(listen));
+}
+
+async fn serve(listen: SocketAddr) {
+    let base = format!("http://{listen}");
+    let spec: McpConnectorSpec = serde_json::from_value(serde_json::json!({
+        "baseURL": base,
+        "upstream": {"devUsers": [{"username": "u", "password": "p"}]},
+    }))
+    .unwrap();
+    let now = jiff::Timestamp::now();
+    let set = |kind: KeyKind| Keyset {
+        keys: vec![kind.generate(now).unwrap()],
+    };
+    let keys = Keys::from_keysets(&set(KeyKind::Seal), &set(KeyKind::Signing)).unwrap();
+    let connector = Connector {
+        id: "bench".into(),
+        base: BaseUrl::parse(&base, "bench").unwrap(),
+        settings: Settings::from_spec("bench", &spec).unwrap(),
+        upstream: Upstream::AutoLogin("alice@example.com".into()),
+        keys: Arc::new(keys),
+        loopback_aliases: false,
+    };
+    let store = KeyStore::new();
+    store.upsert("bench", Entry::Serving(Arc::new(connector)));
+
+    let state = AppState::new(store, Arc::new(MemoryGrants::new()), Clock::system());
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
+    axum::serve(mcp_connector::run::no_delay(listener), app)
+        .await
+        .unwrap();
+}
