@@ -157,6 +157,21 @@ pub async fn entry(client: &Client, obj: &McpConnector, secrets: &Store<Secret>)
 enum Changed {
     Connector(ObjectRef<McpConnector>),
     Listed,
+    Resync,
+}
+
+/// How often every connector is rebuilt even when no watch event came.
+const RESYNC: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// A stream that yields every `period`, the first time after one period.
+fn every(period: std::time::Duration) -> impl futures::Stream<Item = ()> {
+    stream::unfold(
+        tokio::time::Instant::now() + period,
+        move |next| async move {
+            tokio::time::sleep_until(next).await;
+            Some(((), next + period))
+        },
+    )
 }
 
 /// Keeps `store` in step with the cluster until the watches end.
@@ -210,11 +225,20 @@ pub async fn run(client: Client, store: KeyStore, namespace: Option<String>, syn
             }
         });
 
-    let mut events = stream::select(connector_events, secret_events).boxed();
+    // The upstream's own Secret (the IdP client secret) is read, not watched: a periodic
+    // pass picks up an edit of it, as it does anything a watch missed.
+    let resync = every(RESYNC).map(|()| Changed::Resync);
+    let mut events =
+        stream::select(stream::select(connector_events, secret_events), resync).boxed();
     let mut listed = 0;
     while let Some(change) = events.next().await {
         let target = match change {
             Changed::Connector(r) => Some(r),
+            Changed::Resync if listed >= 2 => {
+                refresh_all(&client, &store, &connector_reader, &secret_reader).await;
+                None
+            }
+            Changed::Resync => None,
             Changed::Listed => {
                 listed += 1;
                 if listed >= 2 {
