@@ -354,7 +354,12 @@ async fn token_phase(report: &mut Report) {
         let (rd, rp) = (d.rate(), p.rate());
         report.row(
             &format!("`/token` {grant} of the `dev` binary (grant state saved to a file)"),
-            format!("{} (p50 {}, p99 {})", per_s(rd), ms(d.quantile_ms(0.5)), ms(d.quantile_ms(0.99))),
+            format!(
+                "{} (p50 {}, p99 {})",
+                per_s(rd),
+                ms(d.quantile_ms(0.5)),
+                ms(d.quantile_ms(0.99))
+            ),
             per_s(rp),
             times(rd / rp),
             "",
