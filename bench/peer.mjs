@@ -1,11 +1,13 @@
 // The peer of the load runs: node's oidc-provider configured for the grant mcp-connector
 // serves. Open dynamic client registration, the authorization code grant with PKCE (S256),
 // rotating refresh tokens for public clients, and ES256 JWT access tokens for one resource
-// through RFC 8707 resource indicators. Grants, codes and refresh tokens live in
-// oidc-provider's built-in memory adapter, as mcp-connector dev keeps its grant state in
-// memory. Sign-in needs no form: the first /auth of a browser session signs in `alice` and
-// grants the request, and later /auth requests of that session are answered with a code at
-// once, as mcp-connector does with --auto-login.
+// through RFC 8707 resource indicators. Sign-in needs no form: /auth signs `alice` in and
+// grants the request in one interaction, as mcp-connector does with --auto-login.
+//
+// Grants, sessions, codes and refresh tokens live in a Map (MapAdapter below), as the
+// load driver's mcp-connector keeps its grant state in memory. oidc-provider's own
+// development adapter is not used: it is an LRU of 1,000 entries, which forgets codes
+// before a load run redeems them.
 //
 // Started by the load driver as `node bench/peer.mjs`, with PEER_PORT (default: any free
 // port). stdout carries exactly one line, `PEER_READY <issuer>`; the peer exits when its
@@ -26,8 +28,79 @@ function es256Key() {
   return { ...jwk, kid: randomBytes(8).toString('hex'), alg: 'ES256', use: 'sig' };
 }
 
+// Every model in one Map, each entry dropped once expired (on read, and by a sweep every
+// 10 s); a grant's tokens are indexed in a Set so that revoking the grant is one lookup.
+const entries = new Map();
+const grants = new Map();
+
+function live(key) {
+  const entry = entries.get(key);
+  if (entry && entry.expiresAt !== undefined && entry.expiresAt <= Date.now()) {
+    entries.delete(key);
+    return undefined;
+  }
+  return entry;
+}
+
+setInterval(() => {
+  const now = Date.now();
+  for (const [key, entry] of entries) {
+    if (entry.expiresAt !== undefined && entry.expiresAt <= now) entries.delete(key);
+  }
+}, 10_000).unref();
+
+class MapAdapter {
+  constructor(model) {
+    this.model = model;
+  }
+
+  key(id) {
+    return `${this.model}:${id}`;
+  }
+
+  async upsert(id, payload, expiresIn) {
+    const expiresAt = typeof expiresIn === 'number' ? Date.now() + expiresIn * 1000 : undefined;
+    entries.set(this.key(id), { payload, expiresAt });
+    if (this.model === 'Session') entries.set(`sessionUid:${payload.uid}`, { payload: id, expiresAt });
+    if (payload.userCode) entries.set(`userCode:${payload.userCode}`, { payload: id, expiresAt });
+    if (payload.grantId) {
+      if (!grants.has(payload.grantId)) grants.set(payload.grantId, new Set());
+      grants.get(payload.grantId).add(this.key(id));
+    }
+  }
+
+  async find(id) {
+    return live(this.key(id))?.payload;
+  }
+
+  async findByUid(uid) {
+    const id = live(`sessionUid:${uid}`)?.payload;
+    return id === undefined ? undefined : this.find(id);
+  }
+
+  async findByUserCode(userCode) {
+    const id = live(`userCode:${userCode}`)?.payload;
+    return id === undefined ? undefined : this.find(id);
+  }
+
+  async consume(id) {
+    const entry = live(this.key(id));
+    if (entry) entry.payload.consumed = Math.floor(Date.now() / 1000);
+  }
+
+  async destroy(id) {
+    entries.delete(this.key(id));
+  }
+
+  async revokeByGrantId(grantId) {
+    for (const key of grants.get(grantId) ?? []) entries.delete(key);
+    grants.delete(grantId);
+  }
+}
+
 function configuration(resource) {
   return {
+    adapter: MapAdapter,
     clients: [],
     clientDefaults: {
       grant_types: ['authorization_code', 'refresh_token'],

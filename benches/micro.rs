@@ -26,7 +26,7 @@ use tower::ServiceExt;
 use mcp_connector::base_url::BaseUrl;
 use mcp_connector::clock::Clock;
 use mcp_connector::crd::McpConnectorSpec;
-use mcp_connector::grants::MemoryGrants;
+use mcp_connector::grants::{GrantStore, MemoryGrants};
 use mcp_connector::keys::store::Entry;
 use mcp_connector::keys::{Connector, KeyKind, KeyStore, Keys, Keyset, random_token};
 use mcp_connector::oauth::access_token::{self, AccessClaims};
@@ -63,6 +63,8 @@ struct Fixture {
     state: AppState,
     served: Served,
     app: axum::Router,
+    /// The same server with 20,000 codes redeemed in the last minute in its grant state.
+    busy_app: axum::Router,
 }
 
 fn connector(keys: Arc<Keys>) -> Connector {
@@ -153,6 +155,14 @@ static FIX: LazyLock<Fixture> = LazyLock::new(|| {
         base: BaseUrl::parse(BASE, "bench").unwrap(),
     };
     let app = router(state.clone());
+    let busy = Arc::new(MemoryGrants::new());
+    let expires = now + jiff::SignedDuration::from_mins(1);
+    for i in 0..20_000 {
+        let code = format!("code-{i}");
+        rt.block_on(busy.redeem_code(CONNECTOR, &code, expires))
+            .unwrap();
+    }
+    let busy_app = router(AppState::new(state.store.clone(), busy, Clock::system()));
     drop(_guard);
 
     Fixture {
@@ -169,6 +179,7 @@ static FIX: LazyLock<Fixture> = LazyLock::new(|| {
         state,
         served,
         app,
+        busy_app,
     }
 });
 
@@ -367,12 +378,20 @@ mod token_endpoint {
             .unwrap()
     }
 
-    fn call(request: Request<Body>) -> bytes::Bytes {
+    fn call_on(app: &axum::Router, request: Request<Body>) -> bytes::Bytes {
         FIX.rt.block_on(async {
-            let response = FIX.app.clone().oneshot(request).await.unwrap();
+            let response = app.clone().oneshot(request).await.unwrap();
             assert_eq!(response.status(), 200);
             response.into_body().collect().await.unwrap().to_bytes()
         })
+    }
+
+    fn call(request: Request<Body>) -> bytes::Bytes {
+        call_on(&FIX.app, request)
+    }
+
+    fn call_busy(request: Request<Body>) -> bytes::Bytes {
+        call_on(&FIX.busy_app, request)
     }
 
     fn form(pairs: &[(&str, &str)]) -> String {
@@ -381,48 +400,66 @@ mod token_endpoint {
             .finish()
     }
 
+    fn code_request() -> Request<Body> {
+        let code = CodeGrant {
+            j: random_token::<16>().unwrap(),
+            exp: jiff::Timestamp::now().as_second() + 60,
+            ..FIX.code.clone()
+        };
+        let sealed = seal::seal(&FIX.keys, Purpose::Code, CONNECTOR, &code).unwrap();
+        post(form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &sealed),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", &FIX.verifier),
+            ("client_id", &FIX.client_id),
+        ]))
+    }
+
+    fn refresh_request() -> Request<Body> {
+        let grant = RefreshGrant {
+            g: random_token::<16>().unwrap(),
+            n: 0,
+            c: FIX.client_id.clone(),
+            u: "alice@example.com".into(),
+            gr: vec!["sre".into(), "dev".into()],
+            sc: "mcp".into(),
+            res: format!("{BASE}/mcp"),
+            exp: jiff::Timestamp::now().as_second() + 3600,
+        };
+        let sealed = seal::seal(&FIX.keys, Purpose::Refresh, CONNECTOR, &grant).unwrap();
+        post(form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &sealed),
+            ("client_id", &FIX.client_id),
+        ]))
+    }
+
     #[divan::bench]
     fn authorization_code(bencher: Bencher) {
-        bencher
-            .with_inputs(|| {
-                let code = CodeGrant {
-                    j: random_token::<16>().unwrap(),
-                    exp: jiff::Timestamp::now().as_second() + 60,
-                    ..FIX.code.clone()
-                };
-                let sealed = seal::seal(&FIX.keys, Purpose::Code, CONNECTOR, &code).unwrap();
-                post(form(&[
-                    ("grant_type", "authorization_code"),
-                    ("code", &sealed),
-                    ("redirect_uri", REDIRECT),
-                    ("code_verifier", &FIX.verifier),
-                    ("client_id", &FIX.client_id),
-                ]))
-            })
-            .bench_local_values(call);
+        bencher.with_inputs(code_request).bench_local_values(call);
     }
 
     #[divan::bench]
     fn refresh_token(bencher: Bencher) {
         bencher
-            .with_inputs(|| {
-                let grant = RefreshGrant {
-                    g: random_token::<16>().unwrap(),
-                    n: 0,
-                    c: FIX.client_id.clone(),
-                    u: "alice@example.com".into(),
-                    gr: vec!["sre".into(), "dev".into()],
-                    sc: "mcp".into(),
-                    res: format!("{BASE}/mcp"),
-                    exp: jiff::Timestamp::now().as_second() + 3600,
-                };
-                let sealed = seal::seal(&FIX.keys, Purpose::Refresh, CONNECTOR, &grant).unwrap();
-                post(form(&[
-                    ("grant_type", "refresh_token"),
-                    ("refresh_token", &sealed),
-                    ("client_id", &FIX.client_id),
-                ]))
-            })
+            .with_inputs(refresh_request)
             .bench_local_values(call);
+    }
+
+    /// With 20,000 codes redeemed in the last minute (a few seconds of load): the grant
+    /// state sweeps expired entries on every write once it holds more than 4,096.
+    #[divan::bench]
+    fn authorization_code_20k_live_codes(bencher: Bencher) {
+        bencher
+            .with_inputs(code_request)
+            .bench_local_values(call_busy);
+    }
+
+    #[divan::bench]
+    fn refresh_token_20k_live_codes(bencher: Bencher) {
+        bencher
+            .with_inputs(refresh_request)
+            .bench_local_values(call_busy);
     }
 }

@@ -33,6 +33,8 @@ pub async fn cluster() -> ApiServer {
     api
 }
 
+/// A connector with Secrets of its own names: connectors sharing a namespace must not
+/// share the default Secret names.
 fn connector(name: &str, base: &str) -> McpConnector {
     serde_json::from_value(json!({
         "apiVersion": "mcp.kloudfuse.io/v1alpha1",
@@ -41,6 +43,10 @@ fn connector(name: &str, base: &str) -> McpConnector {
         "spec": {
             "baseURL": base,
             "upstream": {"devUsers": [{"username": "dev", "password": "pw"}]},
+            "secrets": {
+                "dcr": {"name": format!("{name}-dcr")},
+                "signingKey": {"name": format!("{name}-signing-key")},
+            },
         },
     }))
     .unwrap()
@@ -142,6 +148,8 @@ pub async fn reconcile_many(count: usize) -> Reconciled {
 pub struct IdleRun {
     pub empty_mib: f64,
     pub one_mib: f64,
+    /// With one connector: anonymous and file-backed resident memory.
+    pub one_split: (f64, f64),
     pub many: usize,
     pub many_mib: f64,
     pub many_ready: Duration,
@@ -188,7 +196,7 @@ pub async fn idle_run(settle: Duration, many: usize) -> IdleRun {
     api_c.create(&PostParams::default(), &first).await.unwrap();
     until_serving(&http, admin, 1, Duration::from_secs(30)).await;
     tokio::time::sleep(settle).await;
-    let one_mib = run.rss_mib();
+    let (one_mib, one_split) = (run.rss_mib(), run.rss_split_mib());
 
     let start = Instant::now();
     create(&client, 1, many).await;
@@ -205,6 +213,7 @@ pub async fn idle_run(settle: Duration, many: usize) -> IdleRun {
     IdleRun {
         empty_mib,
         one_mib,
+        one_split,
         many,
         many_mib,
         many_ready,

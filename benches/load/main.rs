@@ -29,12 +29,11 @@ use oauth::Server;
 
 /// Concurrent connections driving `/token`.
 const TOKEN_WORKERS: usize = 16;
-/// Codes redeemed in the timed authorization_code run of each server.
+/// Codes redeemed in the timed authorization_code run of each server, and refresh tokens
+/// (of as many grants) refreshed in the timed refresh_token run.
 const OUR_CODES: usize = 20_000;
-const DEV_CODES: usize = 1_000;
-const PEER_CODES: usize = 3_000;
-/// The timed refresh_token run.
-const REFRESH_FOR: Duration = Duration::from_secs(3);
+const DEV_CODES: usize = 2_000;
+const PEER_CODES: usize = 2_000;
 /// The fixed rate of the `/mcp` latency run, calls a second.
 const MCP_RATE: f64 = 500.0;
 /// Streams held open through `/mcp`.
@@ -45,7 +44,8 @@ const CONNECTORS: usize = 500;
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(i) = args.iter().position(|a| a == "--serve") {
-        return serve::main(&args[i + 1]);
+        let mcp_server = args.get(i + 2).map(String::as_str);
+        return serve::main(&args[i + 1], mcp_server);
     }
     let only = args
         .iter()
@@ -54,6 +54,13 @@ fn main() {
         .map(|s| s.split(',').map(String::from).collect::<Vec<_>>());
     let wants = |phase: &str| only.as_ref().is_none_or(|o| o.iter().any(|p| p == phase));
 
+    // The in-process controller's warnings (failed reconcile passes) go to a file.
+    let log = std::fs::File::create(procs::workdir("driver").join("driver.log")).unwrap();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .with_writer(std::sync::Mutex::new(log))
+        .with_ansi(false)
+        .init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -258,8 +265,9 @@ async fn token_runs(server: Server, proc: &procs::Proc, codes: usize) -> TokenRu
     let code = oauth::redeem_all(&client, pool, TOKEN_WORKERS).await;
     let cpu_code = proc.cpu() - cpu;
 
+    let pool = oauth::refresh_tokens(&client, codes, 8).await;
     let cpu = proc.cpu();
-    let refresh = oauth::refresh_for(&client, TOKEN_WORKERS, REFRESH_FOR).await;
+    let refresh = oauth::refresh_all(&client, pool, TOKEN_WORKERS).await;
     let cpu_refresh = proc.cpu() - cpu;
 
     let per = |cpu: Duration, n: usize| cpu / u32::try_from(n.max(1)).unwrap_or(u32::MAX);
@@ -278,7 +286,19 @@ async fn token_phase(report: &mut Report) {
     let cores = cores();
     let ceiling = cores as f64 / mint.as_secs_f64();
 
-    let (ours_proc, ours_addr) = procs::memory_server("token").await;
+    if procs::valgrind().is_some() {
+        // A short run of our server alone, under valgrind.
+        let (proc, addr) = procs::memory_server("token-callgrind", None).await;
+        let runs = token_runs(Server::ours(addr), &proc, 2_000).await;
+        report.note(format!(
+            "under callgrind: {} codes, {} refreshes",
+            runs.code.micros.len(),
+            runs.refresh.micros.len()
+        ));
+        proc.terminate(Duration::from_secs(60)).await;
+        return;
+    }
+    let (ours_proc, ours_addr) = procs::memory_server("token", None).await;
     let mut ours = token_runs(Server::ours(ours_addr), &ours_proc, OUR_CODES).await;
     drop(ours_proc);
     let (dev_proc, dev_addr) = procs::dev("token-dev", None).await;
@@ -411,7 +431,11 @@ async fn login(addr: std::net::SocketAddr) -> String {
 async fn mcp_phase(report: &mut Report) {
     let up = mcp::upstream();
     let up_url = format!("http://{up}/mcp");
-    let (ours, addr) = procs::dev("mcp", Some(&up_url)).await;
+    // LOAD_VALGRIND: the same server under valgrind (see `procs::memory_server`).
+    let (ours, addr) = match procs::valgrind() {
+        Some(_) => procs::memory_server("mcp-callgrind", Some(&up_url)).await,
+        None => procs::dev("mcp", Some(&up_url)).await,
+    };
     let direct = mcp::Target {
         addr: up,
         path: "/mcp".into(),
@@ -488,7 +512,7 @@ async fn mcp_phase(report: &mut Report) {
         dm.errors,
         pm.errors
     ));
-    drop(ours);
+    ours.terminate(Duration::from_secs(60)).await;
 }
 
 async fn streams_phase(report: &mut Report) {
@@ -506,12 +530,17 @@ async fn streams_phase(report: &mut Report) {
     let h2_count = STREAMS.min(limit.saturating_sub(600));
     let h1_count = STREAMS.min(limit.saturating_sub(600) / 2 / 100 * 100);
 
-    for (label, count, http2) in [("HTTP/2", h2_count, true), ("HTTP/1.1", h1_count, false)] {
-        let (ours, addr) = procs::dev(
-            &format!("streams-{}", if http2 { "h2" } else { "h1" }),
-            Some(&up_url),
-        )
-        .await;
+    let mut variants = vec![("HTTP/2", h2_count, true), ("HTTP/1.1", h1_count, false)];
+    if procs::valgrind().is_some() {
+        // A short run under valgrind (massif): 1,000 HTTP/1.1 streams.
+        variants = vec![("HTTP/1.1", 1_000, false)];
+    }
+    for (label, count, http2) in variants {
+        let name = format!("streams-{}", if http2 { "h2" } else { "h1" });
+        let (ours, addr) = match procs::valgrind() {
+            Some(_) => procs::memory_server(&name, Some(&up_url)).await,
+            None => procs::dev(&name, Some(&up_url)).await,
+        };
         let proxied = mcp::Target {
             addr,
             path: "/mcp".into(),
@@ -567,7 +596,7 @@ async fn streams_phase(report: &mut Report) {
             mib(base),
             mib(rss),
         ));
-        drop(ours);
+        ours.terminate(Duration::from_secs(60)).await;
     }
 }
 
@@ -607,10 +636,13 @@ async fn run_phase(report: &mut Report) {
         verdict(r.one_mib <= 20.0),
     );
     report.note(format!(
-        "`mcp-connector run` on the API double: {} with no connector, {} with one, {} with \
-         {} (all {} Ready {:.1} s after they were created).",
+        "`mcp-connector run` on the API double: {} with no connector, {} with one (of which \
+         {} its own heap and stacks, {} the binary's pages), {} with {} (all {} Ready {:.1} s \
+         after they were created).",
         mib(r.empty_mib),
         mib(r.one_mib),
+        mib(r.one_split.0),
+        mib(r.one_split.1),
         mib(r.many_mib),
         r.many,
         r.many,

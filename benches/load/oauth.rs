@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use aws_lc_rs::digest;
 use base64::Engine;
@@ -152,18 +152,15 @@ pub async fn code(conn: &mut Conn, client: &Client, jar: &mut Jar) -> String {
     panic!("the sign-in did not end at the redirect URI");
 }
 
-/// Collects `count` codes with `workers` connections.
+/// Collects `count` codes with `workers` connections. Each sign-in starts with no cookie,
+/// so that every code is of a grant of its own, as when many users log in: on the peer a
+/// session's later codes would all join its one grant.
 pub async fn codes(client: &Client, count: usize, workers: usize) -> Vec<String> {
-    // One sign-in first, so that every worker starts with the session cookie.
-    let mut conn = Conn::open(client.server.addr).await.unwrap();
-    let mut jar = Jar::default();
-    let first = code(&mut conn, client, &mut jar).await;
-
-    let out = Arc::new(Mutex::new(vec![first]));
-    let left = Arc::new(AtomicUsize::new(count.saturating_sub(1)));
+    let out = Arc::new(Mutex::new(Vec::with_capacity(count)));
+    let left = Arc::new(AtomicUsize::new(count));
     let mut tasks = Vec::new();
     for _ in 0..workers {
-        let (client, out, left, mut jar) = (client.clone(), out.clone(), left.clone(), jar.clone());
+        let (client, out, left) = (client.clone(), out.clone(), left.clone());
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::open(client.server.addr).await.unwrap();
             let mut mine = Vec::new();
@@ -171,7 +168,7 @@ pub async fn codes(client: &Client, count: usize, workers: usize) -> Vec<String>
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
                 .is_ok()
             {
-                mine.push(code(&mut conn, &client, &mut jar).await);
+                mine.push(code(&mut conn, &client, &mut Jar::default()).await);
             }
             out.lock().await.extend(mine);
         }));
@@ -218,9 +215,10 @@ pub async fn redeem(conn: &mut Conn, client: &Client, code: &str) -> Tokens {
     serde_json::from_slice(&answer.body).unwrap()
 }
 
-/// Redeems every code with `workers` connections; the run's rate and latencies.
-pub async fn redeem_all(client: &Client, codes: Vec<String>, workers: usize) -> Samples {
-    let codes = Arc::new(std::sync::Mutex::new(codes));
+/// Sends one token request per form in `forms` from `workers` connections; the run's rate
+/// and latencies. An answer counts when it is a 200 with a refresh token in it.
+async fn send_all(client: &Client, forms: Vec<crate::client::Body>, workers: usize) -> Samples {
+    let forms = Arc::new(std::sync::Mutex::new(forms));
     let mut conns = Vec::new();
     for _ in 0..workers {
         conns.push(Conn::open(client.server.addr).await.unwrap());
@@ -229,18 +227,17 @@ pub async fn redeem_all(client: &Client, codes: Vec<String>, workers: usize) -> 
     let start = Instant::now();
     let mut tasks = Vec::new();
     for mut conn in conns {
-        let (client, codes) = (client.clone(), codes.clone());
+        let (client, forms) = (client.clone(), forms.clone());
         tasks.push(tokio::spawn(async move {
-            let resource = client.server.resource();
             let mut samples = Samples::default();
             loop {
-                let Some(code) = codes.lock().unwrap().pop() else {
+                let Some(body) = forms.lock().unwrap().pop() else {
                     break;
                 };
-                let req = token_request(&client, code_form(&client, &code, &resource));
+                let req = token_request(&client, body);
                 let sent = Instant::now();
                 match conn.call(req).await {
-                    Ok(a) if a.status == 200 => {
+                    Ok(a) if a.status == 200 && has_refresh_token(&a.body) => {
                         samples.micros.push(sent.elapsed().as_micros() as u32);
                     }
                     Ok(a) => samples.failed(|| format!("{} {:?}", a.status, a.body)),
@@ -258,51 +255,63 @@ pub async fn redeem_all(client: &Client, codes: Vec<String>, workers: usize) -> 
     all
 }
 
-/// Refreshes for `duration` from `workers` connections, each rotating its own grant.
-pub async fn refresh_for(client: &Client, workers: usize, duration: Duration) -> Samples {
-    let codes = codes(client, workers, workers.min(8)).await;
-    let mut chains = Vec::new();
-    for code in codes {
-        let mut conn = Conn::open(client.server.addr).await.unwrap();
-        let tokens = redeem(&mut conn, client, &code).await;
-        chains.push((conn, tokens.refresh_token));
-    }
+fn has_refresh_token(body: &[u8]) -> bool {
+    let needle = b"\"refresh_token\"";
+    body.windows(needle.len()).any(|w| w == needle)
+}
 
-    let start = Instant::now();
-    let deadline = start + duration;
+/// Redeems every code.
+pub async fn redeem_all(client: &Client, codes: Vec<String>, workers: usize) -> Samples {
+    let resource = client.server.resource();
+    let forms = codes
+        .iter()
+        .map(|c| code_form(client, c, &resource))
+        .collect();
+    send_all(client, forms, workers).await
+}
+
+/// Refresh tokens of `count` grants of their own, each fresh from its code.
+pub async fn refresh_tokens(client: &Client, count: usize, workers: usize) -> Vec<String> {
+    let codes = codes(client, count, workers).await;
+    let codes = Arc::new(std::sync::Mutex::new(codes));
     let mut tasks = Vec::new();
-    for (mut conn, mut refresh) in chains {
-        let client = client.clone();
+    for _ in 0..workers {
+        let (client, codes) = (client.clone(), codes.clone());
         tasks.push(tokio::spawn(async move {
-            let resource = client.server.resource();
-            let mut samples = Samples::default();
-            while Instant::now() < deadline {
-                let req = token_request(&client, refresh_form(&client, &refresh, &resource));
-                let sent = Instant::now();
+            let mut conn = Conn::open(client.server.addr).await.unwrap();
+            let mut mine = Vec::new();
+            loop {
+                let Some(code) = codes.lock().unwrap().pop() else {
+                    break;
+                };
+                // `dev` refuses some redemptions under concurrency (its grant file); a
+                // grant short is no matter here.
+                let resource = client.server.resource();
+                let req = token_request(&client, code_form(&client, &code, &resource));
                 let answer = conn.call(req).await;
                 let tokens = answer
                     .ok()
                     .filter(|a| a.status == 200)
                     .and_then(|a| serde_json::from_slice::<Tokens>(&a.body).ok());
-                match tokens {
-                    Some(t) => {
-                        samples.micros.push(sent.elapsed().as_micros() as u32);
-                        refresh = t.refresh_token;
-                    }
-                    None => {
-                        // The chain is broken (the grant was revoked): nothing more to do.
-                        samples.errors += 1;
-                        break;
-                    }
-                }
+                mine.extend(tokens.map(|t| t.refresh_token));
             }
-            samples
+            mine
         }));
     }
-    let mut all = Samples::default();
+    let mut all = Vec::with_capacity(count);
     for t in tasks {
-        all.merge(t.await.unwrap());
+        all.extend(t.await.unwrap());
     }
-    all.elapsed = start.elapsed();
     all
+}
+
+/// Refreshes each token once: one rotation of each of many grants, as when many users'
+/// clients refresh.
+pub async fn refresh_all(client: &Client, tokens: Vec<String>, workers: usize) -> Samples {
+    let resource = client.server.resource();
+    let forms = tokens
+        .iter()
+        .map(|t| refresh_form(client, t, &resource))
+        .collect();
+    send_all(client, forms, workers).await
 }

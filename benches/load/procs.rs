@@ -25,6 +25,14 @@ impl Proc {
         rss_mib(self.pid)
     }
 
+    /// Resident memory that is the process's own (heap, stacks) and that is mapped from
+    /// files (the binary's code, shared with other processes running it), MiB.
+    pub fn rss_split_mib(&self) -> (f64, f64) {
+        let anon = status_kb(self.pid, "RssAnon:") / 1024.0;
+        let file = status_kb(self.pid, "RssFile:") / 1024.0;
+        (anon, file)
+    }
+
     /// CPU time used so far (user + system).
     pub fn cpu(&self) -> Duration {
         cpu_time(self.pid)
@@ -136,12 +144,30 @@ pub async fn dev(name: &str, mcp_server: Option<&str>) -> (Proc, SocketAddr) {
     (Proc { child, pid }, addr)
 }
 
+/// The valgrind arguments of LOAD_VALGRIND, when profiling.
+pub fn valgrind() -> Option<Vec<String>> {
+    let args = std::env::var("LOAD_VALGRIND").ok()?;
+    Some(args.split_whitespace().map(String::from).collect())
+}
+
 /// This bench re-executed as the OAuth server with in-memory grant state (see `serve.rs`).
-pub async fn memory_server(name: &str) -> (Proc, SocketAddr) {
+pub async fn memory_server(name: &str, mcp_server: Option<&str>) -> (Proc, SocketAddr) {
     let dir = workdir(name);
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let child = Command::new(std::env::current_exe().unwrap())
-        .args(["--serve", &addr.to_string()])
+    let exe = std::env::current_exe().unwrap();
+    // LOAD_VALGRIND="--tool=callgrind --callgrind-out-file=F" (or massif) runs it under
+    // valgrind, for the profile of a short run.
+    let mut cmd = match valgrind() {
+        Some(args) => {
+            let mut cmd = Command::new("valgrind");
+            cmd.args(args).arg(exe);
+            cmd
+        }
+        None => Command::new(exe),
+    };
+    cmd.args(["--serve", &addr.to_string()]);
+    cmd.args(mcp_server);
+    let child = cmd
         .stdin(Stdio::null())
         .stdout(log_file(&dir, "stdout.log"))
         .stderr(log_file(&dir, "stderr.log"))

@@ -16,8 +16,9 @@ use mcp_connector::oauth::{AppState, router};
 use mcp_connector::settings::Settings;
 use mcp_connector::upstream::Upstream;
 
-/// Serves on `listen` until killed; logs as `mcp-connector` does, at info to stderr.
-pub fn main(listen: &str) {
+/// Serves on `listen` until SIGTERM, `/mcp` proxied to `mcp_server` if given; logs as
+/// `mcp-connector` does, at info to stderr.
+pub fn main(listen: &str, mcp_server: Option<&str>) {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
         .with_writer(std::io::stderr)
@@ -27,16 +28,19 @@ pub fn main(listen: &str) {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(serve(listen));
+    rt.block_on(serve(listen, mcp_server));
 }
 
-async fn serve(listen: SocketAddr) {
+async fn serve(listen: SocketAddr, mcp_server: Option<&str>) {
     let base = format!("http://{listen}");
-    let spec: McpConnectorSpec = serde_json::from_value(serde_json::json!({
+    let mut spec = serde_json::json!({
         "baseURL": base,
         "upstream": {"devUsers": [{"username": "u", "password": "p"}]},
-    }))
-    .unwrap();
+    });
+    if let Some(url) = mcp_server {
+        spec["mcpServer"] = serde_json::json!({"url": url});
+    }
+    let spec: McpConnectorSpec = serde_json::from_value(spec).unwrap();
     let now = jiff::Timestamp::now();
     let set = |kind: KeyKind| Keyset {
         keys: vec![kind.generate(now).unwrap()],
@@ -57,6 +61,7 @@ async fn serve(listen: SocketAddr) {
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
     axum::serve(mcp_connector::run::no_delay(listener), app)
+        .with_graceful_shutdown(mcp_connector::run::shutdown_signal())
         .await
         .unwrap();
 }

@@ -18,6 +18,10 @@ const SWEEP_AT: usize = 4096;
 pub struct State {
     codes: HashMap<String, Timestamp>,
     grants: HashMap<String, GrantRecord>,
+    /// Entries at which the next sweep runs: twice what the last sweep kept. A store full
+    /// of live entries (a minute of codes under load) is then not scanned on every write.
+    #[serde(skip)]
+    sweep_at: usize,
 }
 
 /// Grant state held in memory.
@@ -62,6 +66,7 @@ impl MemoryGrants {
                 .filter(|(_, g)| g.expires > now)
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            sweep_at: 0,
         })
     }
 
@@ -76,12 +81,12 @@ fn key(connector: &str, id: &str) -> String {
 }
 
 fn sweep(state: &mut State, now: Timestamp) {
-    if state.codes.len() > SWEEP_AT {
-        state.codes.retain(|_, exp| *exp > now);
+    if state.codes.len() + state.grants.len() <= state.sweep_at.max(SWEEP_AT) {
+        return;
     }
-    if state.grants.len() > SWEEP_AT {
-        state.grants.retain(|_, g| g.expires > now);
-    }
+    state.codes.retain(|_, exp| *exp > now);
+    state.grants.retain(|_, g| g.expires > now);
+    state.sweep_at = 2 * (state.codes.len() + state.grants.len());
 }
 
 impl GrantStore for MemoryGrants {
@@ -144,5 +149,36 @@ impl GrantStore for MemoryGrants {
                 .get(&key(connector, grant))
                 .is_some_and(|g| g.revoked)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiff::SignedDuration;
+
+    #[test]
+    fn live_entries_are_not_rescanned_on_every_write_and_expired_ones_go() {
+        let now = Timestamp::now();
+        let mut state = State::default();
+        for i in 0..=SWEEP_AT {
+            state
+                .codes
+                .insert(format!("live-{i}"), now + SignedDuration::from_mins(1));
+        }
+        state
+            .codes
+            .insert("old".into(), now - SignedDuration::from_secs(1));
+
+        sweep(&mut state, now);
+        assert!(!state.codes.contains_key("old"));
+        assert_eq!(state.sweep_at, 2 * (SWEEP_AT + 1));
+
+        // Below the new mark nothing is scanned, so an expired entry may stay a while.
+        state
+            .codes
+            .insert("old".into(), now - SignedDuration::from_secs(1));
+        sweep(&mut state, now);
+        assert!(state.codes.contains_key("old"));
     }
 }

@@ -1,7 +1,8 @@
 //! Access tokens: ES256 JWTs signed with the connector's current signing key and verified
 //! against the current and retired keys by `kid`.
 
-use jsonwebtoken::{Algorithm, Header, Validation, decode, decode_header, encode};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD as B64};
+use jsonwebtoken::{Algorithm, Header, Validation, decode, decode_header};
 use serde::{Deserialize, Serialize};
 
 use crate::keys::{KeyError, Keys};
@@ -64,14 +65,23 @@ pub const LEEWAY_SECS: i64 = 30;
 /// Longest bearer token parsed.
 const MAX_TOKEN_LEN: usize = 4096;
 
-/// Signs an access token with the current key.
+/// Signs an access token with the current key. The JWS is put together here rather than
+/// by `jsonwebtoken::encode`, which parses the private key again for every token.
 pub fn mint(keys: &Keys, claims: &AccessClaims) -> Result<String, KeyError> {
     let key = keys.current_signing();
     let mut header = Header::new(Algorithm::ES256);
     header.kid = Some(key.kid.clone());
     header.typ = Some("at+jwt".into());
 
-    encode(&header, claims, &key.encoding).map_err(|e| KeyError::Generate(e.to_string()))
+    let message = format!("{}.{}", b64_json(&header)?, b64_json(claims)?);
+    let signature = key.sign(message.as_bytes())?;
+    Ok(format!("{message}.{}", B64.encode(signature)))
+}
+
+fn b64_json<T: Serialize>(value: &T) -> Result<String, KeyError> {
+    let bytes =
+        serde_json::to_vec(value).map_err(|e| KeyError::Generate(format!("encode: {e}")))?;
+    Ok(B64.encode(bytes))
 }
 
 /// Verifies a token's signature, issuer and audience, and its expiry against `now`
@@ -114,4 +124,82 @@ pub fn verify(
         return Err(TokenProblem::Expired);
     }
     Ok(claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{KeyKind, Keyset};
+
+    fn keys() -> Keys {
+        let now = jiff::Timestamp::now();
+        let set = |kind: KeyKind| Keyset {
+            keys: vec![kind.generate(now).unwrap()],
+        };
+        Keys::from_keysets(&set(KeyKind::Seal), &set(KeyKind::Signing)).unwrap()
+    }
+
+    fn claims() -> AccessClaims {
+        AccessClaims {
+            iss: "https://mcp.example".into(),
+            aud: "https://mcp.example/mcp".into(),
+            sub: "alice".into(),
+            exp: 2_000_000_000,
+            iat: 1_999_996_400,
+            jti: "j".into(),
+            client_id: "c".into(),
+            scope: "mcp".into(),
+            preferred_username: "alice".into(),
+            groups: vec!["sre".into()],
+            gid: "g".into(),
+        }
+    }
+
+    #[test]
+    fn a_minted_token_is_a_jws_that_verifies_and_names_its_key() {
+        let keys = keys();
+        let token = mint(&keys, &claims()).unwrap();
+
+        let header = decode_header(&token).unwrap();
+        assert_eq!(header.alg, Algorithm::ES256);
+        assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+        assert_eq!(
+            header.kid.as_deref(),
+            Some(keys.current_signing().kid.as_str())
+        );
+        let verified = verify(
+            &keys,
+            &token,
+            "https://mcp.example",
+            "https://mcp.example/mcp",
+            None,
+        );
+        assert_eq!(verified.unwrap(), claims());
+    }
+
+    #[test]
+    fn a_signature_over_other_claims_or_by_another_key_is_refused() {
+        let (ours, theirs) = (keys(), keys());
+        let (iss, aud) = ("https://mcp.example", "https://mcp.example/mcp");
+
+        let foreign = mint(&theirs, &claims()).unwrap();
+        assert_eq!(
+            verify(&ours, &foreign, iss, aud, None),
+            Err(TokenProblem::UnknownKey)
+        );
+
+        let token = mint(&ours, &claims()).unwrap();
+        let mallory = AccessClaims {
+            sub: "mallory".into(),
+            ..claims()
+        };
+        let other = mint(&ours, &mallory).unwrap();
+        let (signed, _) = token.rsplit_once('.').unwrap();
+        let (_, other_signature) = other.rsplit_once('.').unwrap();
+        let spliced = format!("{signed}.{other_signature}");
+        assert_eq!(
+            verify(&ours, &spliced, iss, aud, None),
+            Err(TokenProblem::BadSignature)
+        );
+    }
 }

@@ -108,16 +108,21 @@ fn form_decode(raw: &[u8]) -> Option<String> {
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < raw.len() {
-        match (raw[i], hex(raw.get(i + 1)), hex(raw.get(i + 2))) {
-            (b'%', Some(high), Some(low)) => {
+        // The hex digits are read only after a `%`: this runs on every byte of every form.
+        let escaped = match raw[i] {
+            b'%' => hex(raw.get(i + 1)).zip(hex(raw.get(i + 2))),
+            _ => None,
+        };
+        match (raw[i], escaped) {
+            (_, Some((high, low))) => {
                 out.push((high * 16 + low) as u8);
                 i += 3;
             }
-            (b'+', _, _) => {
+            (b'+', None) => {
                 out.push(b' ');
                 i += 1;
             }
-            (b, _, _) => {
+            (b, None) => {
                 out.push(b);
                 i += 1;
             }
