@@ -61,7 +61,9 @@ class MapAdapter {
   async upsert(id, payload, expiresIn) {
     const expiresAt = typeof expiresIn === 'number' ? Date.now() + expiresIn * 1000 : undefined;
     entries.set(this.key(id), { payload, expiresAt });
-    if (this.model === 'Session') entries.set(`sessionUid:${payload.uid}`, { payload: id, expiresAt });
+    if (this.model === 'Session') {
+      entries.set(`sessionUid:${payload.uid}`, { payload: id, expiresAt });
+    }
     if (payload.userCode) entries.set(`userCode:${payload.userCode}`, { payload: id, expiresAt });
     if (payload.grantId) {
       if (!grants.has(payload.grantId)) grants.set(payload.grantId, new Set());

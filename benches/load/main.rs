@@ -133,9 +133,9 @@ impl Report {
             "measure",
             "mcp-connector",
             "oidc-provider (peer)",
-            "ratio",
+            "ratio (ours better by)",
             "target",
-            "",
+            "met?",
         ];
         let _ = writeln!(out, "| {} |", head.join(" | "));
         let _ = writeln!(out, "|{}", "---|".repeat(head.len()));

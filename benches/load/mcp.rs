@@ -111,9 +111,11 @@ pub async fn session(conn: &mut Conn, target: &Target) -> String {
 
 /// One `tools/call` of `whoami`; whether it answered with a result.
 async fn call_whoami(conn: &mut Conn, target: &Target, session: &str, id: u64) -> bool {
-    let body = format!(
-        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"whoami","arguments":{{}}}}}}"#
-    );
+    let call = serde_json::json!({
+        "jsonrpc": "2.0", "id": id, "method": "tools/call",
+        "params": {"name": "whoami", "arguments": {}},
+    });
+    let body = call.to_string();
     match conn.call(target.post(Some(session), body)).await {
         Ok(a) => a.status == 200 && a.body.windows(8).any(|w| w == b"\"result\""),
         Err(_) => false,
