@@ -286,7 +286,7 @@ async fn token_phase(report: &mut Report) {
     let cores = cores();
     let ceiling = cores as f64 / mint.as_secs_f64();
 
-    if procs::valgrind().is_some() {
+    if procs::wrapper().is_some() {
         // A short run of our server alone, under valgrind.
         let (proc, addr) = procs::memory_server("token-callgrind", None).await;
         let runs = token_runs(Server::ours(addr), &proc, 2_000).await;
@@ -431,8 +431,8 @@ async fn login(addr: std::net::SocketAddr) -> String {
 async fn mcp_phase(report: &mut Report) {
     let up = mcp::upstream();
     let up_url = format!("http://{up}/mcp");
-    // LOAD_VALGRIND: the same server under valgrind (see `procs::memory_server`).
-    let (ours, addr) = match procs::valgrind() {
+    // LOAD_WRAP: the same server under a profiler (see `procs::memory_server`).
+    let (ours, addr) = match procs::wrapper() {
         Some(_) => procs::memory_server("mcp-callgrind", Some(&up_url)).await,
         None => procs::dev("mcp", Some(&up_url)).await,
     };
@@ -531,13 +531,13 @@ async fn streams_phase(report: &mut Report) {
     let h1_count = STREAMS.min(limit.saturating_sub(600) / 2 / 100 * 100);
 
     let mut variants = vec![("HTTP/2", h2_count, true), ("HTTP/1.1", h1_count, false)];
-    if procs::valgrind().is_some() {
+    if procs::wrapper().is_some() {
         // A short run under valgrind (massif): 1,000 HTTP/1.1 streams.
         variants = vec![("HTTP/1.1", 1_000, false)];
     }
     for (label, count, http2) in variants {
         let name = format!("streams-{}", if http2 { "h2" } else { "h1" });
-        let (ours, addr) = match procs::valgrind() {
+        let (ours, addr) = match procs::wrapper() {
             Some(_) => procs::memory_server(&name, Some(&up_url)).await,
             None => procs::dev(&name, Some(&up_url)).await,
         };

@@ -144,9 +144,9 @@ pub async fn dev(name: &str, mcp_server: Option<&str>) -> (Proc, SocketAddr) {
     (Proc { child, pid }, addr)
 }
 
-/// The valgrind arguments of LOAD_VALGRIND, when profiling.
-pub fn valgrind() -> Option<Vec<String>> {
-    let args = std::env::var("LOAD_VALGRIND").ok()?;
+/// The command of LOAD_WRAP that the server runs under when profiling: valgrind or perf.
+pub fn wrapper() -> Option<Vec<String>> {
+    let args = std::env::var("LOAD_WRAP").ok()?;
     Some(args.split_whitespace().map(String::from).collect())
 }
 
@@ -155,15 +155,15 @@ pub async fn memory_server(name: &str, mcp_server: Option<&str>) -> (Proc, Socke
     let dir = workdir(name);
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let exe = std::env::current_exe().unwrap();
-    // LOAD_VALGRIND="--tool=callgrind --callgrind-out-file=F" (or massif) runs it under
-    // valgrind, for the profile of a short run.
-    let mut cmd = match valgrind() {
-        Some(args) => {
-            let mut cmd = Command::new("valgrind");
+    // LOAD_WRAP="valgrind --tool=callgrind --callgrind-out-file=F" (or massif, or
+    // "perf record -e cpu-clock -g -o F --") runs it under a profiler.
+    let mut cmd = match wrapper().as_deref() {
+        Some([program, args @ ..]) => {
+            let mut cmd = Command::new(program);
             cmd.args(args).arg(exe);
             cmd
         }
-        None => Command::new(exe),
+        _ => Command::new(exe),
     };
     cmd.args(["--serve", &addr.to_string()]);
     cmd.args(mcp_server);

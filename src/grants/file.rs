@@ -1,7 +1,13 @@
 //! Grant state for `dev`: the in-memory store, saved to a file in the state folder after
 //! every change, so that a revoked or rotated token stays dead across a restart.
+//!
+//! Saves are group commits: a change is answered once a save that includes it has
+//! finished, and one save covers every change made while the previous one was written.
+//! Only one save runs at a time, off the runtime's threads.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -12,8 +18,12 @@ use super::{GrantError, GrantStore, Refresh};
 
 /// In-memory grant state, persisted to one JSON file.
 pub struct FileGrants {
-    inner: MemoryGrants,
+    inner: Arc<MemoryGrants>,
     path: PathBuf,
+    /// Numbers the changes: bumped after each change is applied in memory.
+    changes: AtomicU64,
+    /// Held while a save runs; holds the number of the last change on disk.
+    saved: tokio::sync::Mutex<u64>,
 }
 
 impl FileGrants {
@@ -27,22 +37,45 @@ impl FileGrants {
             Err(e) => return Err(GrantError(format!("{}: {e}", path.display()))),
         };
         Ok(FileGrants {
-            inner: MemoryGrants::from_state(state),
+            inner: Arc::new(MemoryGrants::from_state(state)),
             path: path.to_path_buf(),
+            changes: AtomicU64::new(0),
+            saved: tokio::sync::Mutex::new(0),
         })
     }
 
-    /// Writes the current state: to a temporary file first, then renamed over the old one,
-    /// so a crash never leaves half a file.
-    fn save(&self) -> Result<(), GrantError> {
-        let state = self.inner.state(Timestamp::now());
-        let bytes = serde_json::to_vec(&state).map_err(|e| GrantError(e.to_string()))?;
-        let tmp = self.path.with_extension("json.tmp");
+    /// Returns once the change just applied in memory is on disk: saved by this call, or
+    /// by a save that started after it.
+    async fn save(&self) -> Result<(), GrantError> {
+        let mine = self.changes.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut saved = self.saved.lock().await;
+        if *saved >= mine {
+            return Ok(());
+        }
 
-        std::fs::write(&tmp, bytes)
-            .and_then(|()| std::fs::rename(&tmp, &self.path))
-            .map_err(|e| GrantError(format!("{}: {e}", self.path.display())))
+        // Every change numbered up to `upto` was applied before its number was taken, so
+        // the state read after this load holds them all.
+        let upto = self.changes.load(Ordering::Acquire);
+        let inner = self.inner.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || write_state(&inner, &path))
+            .await
+            .map_err(|e| GrantError(format!("saving the grant state: {e}")))??;
+        *saved = upto;
+        Ok(())
     }
+}
+
+/// Writes the state to a temporary file first, then renames it over the old one, so a
+/// crash never leaves half a file. Only one runs at a time (`FileGrants::saved`).
+fn write_state(grants: &MemoryGrants, path: &Path) -> Result<(), GrantError> {
+    let state = grants.state(Timestamp::now());
+    let bytes = serde_json::to_vec(&state).map_err(|e| GrantError(e.to_string()))?;
+    let tmp = path.with_extension("json.tmp");
+
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| GrantError(format!("{}: {e}", path.display())))
 }
 
 impl GrantStore for FileGrants {
@@ -54,7 +87,7 @@ impl GrantStore for FileGrants {
     ) -> BoxFuture<'a, Result<bool, GrantError>> {
         async move {
             let first = self.inner.redeem_code(connector, code_id, expires).await?;
-            self.save()?;
+            self.save().await?;
             Ok(first)
         }
         .boxed()
@@ -73,7 +106,7 @@ impl GrantStore for FileGrants {
                 .inner
                 .refresh(connector, grant, presented, now, expires)
                 .await?;
-            self.save()?;
+            self.save().await?;
             Ok(outcome)
         }
         .boxed()
@@ -87,7 +120,7 @@ impl GrantStore for FileGrants {
     ) -> BoxFuture<'a, Result<(), GrantError>> {
         async move {
             self.inner.revoke(connector, grant, until).await?;
-            self.save()
+            self.save().await
         }
         .boxed()
     }
@@ -125,6 +158,42 @@ mod tests {
         assert!(!reopened.redeem_code("c", "code", later).await.unwrap());
         std::fs::write(&path, b"garbage").unwrap();
         assert!(FileGrants::open(&path).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Many changes at once all reach the file, and none fails: before group commits,
+    /// concurrent saves shared one temporary file and some answered "No such file".
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_changes_all_reach_the_file() {
+        let dir = std::env::temp_dir().join(format!("mcpc-grants-many-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("grants.json");
+        let later = Timestamp::now() + SignedDuration::from_hours(1);
+        let grants = Arc::new(FileGrants::open(&path).unwrap());
+
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let grants = grants.clone();
+                tokio::spawn(async move {
+                    grants.redeem_code("c", &format!("code-{i}"), later).await?;
+                    grants.revoke("c", &format!("grant-{i}"), later).await
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        drop(grants);
+
+        let reopened = FileGrants::open(&path).unwrap();
+        for i in 0..200 {
+            assert!(reopened.is_revoked("c", &format!("grant-{i}")), "grant-{i}");
+            let code = format!("code-{i}");
+            assert!(
+                !reopened.redeem_code("c", &code, later).await.unwrap(),
+                "{code}"
+            );
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
