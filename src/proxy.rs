@@ -2,6 +2,8 @@
 //! connector's MCP server, streaming both ways; anything else gets the RFC 6750 challenge
 //! that starts a client's login (RFC 9728 5.1).
 
+use std::sync::Arc;
+
 use axum::body::{Body, HttpBody};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
@@ -94,23 +96,29 @@ fn origin_allowed(served: &Served, origin: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Checks the request's token; the claims when it is good.
+/// Checks the request's token; the claims when it is good. A token verified before with
+/// the connector's current keys is taken from the cache (`oauth::verified`), with its
+/// expiry, issuer and audience checked again; revocation is asked on every request.
 pub fn authenticate(
     state: &AppState,
     served: &Served,
     headers: &HeaderMap,
-) -> Result<AccessClaims, OAuthError> {
+) -> Result<Arc<AccessClaims>, OAuthError> {
     let token = bearer(headers).ok_or_else(|| challenge(served, None))?;
     let keys = &served.connector.keys;
+    let (issuer, audience) = (served.base.as_str(), served.base.resource());
+    let now = state.clock.unix();
 
-    let claims = verify(
-        keys,
-        token,
-        served.base.as_str(),
-        &served.base.resource(),
-        Some(state.clock.unix()),
-    )
-    .map_err(|p| challenge(served, Some(p)))?;
+    let claims = match state.verified.get(token, keys, issuer, &audience, now) {
+        Some(claims) => claims,
+        None => {
+            let claims = verify(keys, token, issuer, &audience, Some(now))
+                .map_err(|p| challenge(served, Some(p)))?;
+            let claims = Arc::new(claims);
+            state.verified.insert(token, keys, claims.clone());
+            claims
+        }
+    };
     if state.grants.is_revoked(&served.connector.id, &claims.gid) {
         return Err(challenge(served, Some(TokenProblem::Revoked)));
     }
@@ -202,7 +210,7 @@ fn forwarded_headers(incoming: &HeaderMap, claims: &AccessClaims) -> HeaderMap {
 async fn forward(
     state: &AppState,
     served: &Served,
-    claims: AccessClaims,
+    claims: Arc<AccessClaims>,
     request: Request,
 ) -> Response {
     let (parts, body) = request.into_parts();

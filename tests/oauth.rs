@@ -819,6 +819,8 @@ async fn a_deleted_dcr_secret_invalidates_clients_codes_and_refresh_tokens() {
 async fn a_deleted_signing_key_invalidates_access_tokens() {
     let s = server_with_mcp().await;
     let (_, tokens) = login(&s, CLI_REDIRECT).await;
+    // Used once first, so that `/mcp` remembers it as verified.
+    assert_eq!(mcp_post(&s, Some(&tokens.access)).await.status(), 200);
 
     s.regenerate(KeyKind::Signing);
 
@@ -836,6 +838,7 @@ async fn a_deleted_signing_key_invalidates_access_tokens() {
 async fn revoking_a_refresh_token_revokes_the_grant() {
     let s = server_with_mcp().await;
     let (client, tokens) = login(&s, CLI_REDIRECT).await;
+    assert_eq!(mcp_post(&s, Some(&tokens.access)).await.status(), 200);
 
     let r = http()
         .post(s.url("/revoke"))
@@ -867,6 +870,7 @@ async fn a_token_for_another_connector_is_refused() {
         std::sync::Arc::new(|| mcp_connector::upstream::Upstream::AutoLogin("bob".into())),
     );
     let (_, tokens) = login(&s, CLI_REDIRECT).await;
+    assert_eq!(mcp_post(&s, Some(&tokens.access)).await.status(), 200);
 
     let r = http()
         .post(format!("{other}/mcp"))

@@ -13,6 +13,7 @@ pub mod register;
 pub mod revoke;
 pub mod seal;
 pub mod token;
+pub mod verified;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -62,6 +63,8 @@ pub struct AppState {
     pub proxy_http: reqwest::Client,
     /// Limits registrations per client address.
     pub register_limit: Arc<register::RateLimit>,
+    /// Access tokens already verified on `/mcp`.
+    pub verified: Arc<verified::VerifiedTokens>,
     /// Counters and latencies for `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The bound on one OAuth request ([`REQUEST_TIMEOUT`]; tests shorten it).
@@ -101,6 +104,7 @@ impl AppState {
             oidc: Arc::new(OidcClient::new(upstream_http)),
             proxy_http,
             register_limit: Arc::new(register::RateLimit::default()),
+            verified: Arc::new(verified::VerifiedTokens::new(verified::DEFAULT_CAPACITY)),
             metrics: Arc::default(),
             request_timeout: REQUEST_TIMEOUT,
         }
