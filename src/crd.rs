@@ -127,6 +127,14 @@ pub struct McpServerSpec {
     /// `http://<deployment>.<namespace>.svc:8080/mcp`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+
+    /// Speak HTTP/2 to the MCP server from the first byte (h2c for an `http` URL), so
+    /// that one connection carries many open event streams instead of one connection per
+    /// stream. Each connection carries at most 100 requests at once (the least RFC 9113
+    /// recommends a server to allow) and more connections open as needed. Only for a server
+    /// that accepts HTTP/2 this way. Default: false (HTTP/1.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http2: Option<bool>,
 }
 
 /// A label selector by equality only.

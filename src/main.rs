@@ -74,6 +74,10 @@ enum Command {
         #[arg(long, env = "MCP_CONNECTOR_MCP_SERVER")]
         mcp_server: Option<Url>,
 
+        /// Speak HTTP/2 to --mcp-server from the first byte (h2c), one connection for all.
+        #[arg(long, env = "MCP_CONNECTOR_MCP_SERVER_HTTP2", requires = "mcp_server")]
+        mcp_server_http2: bool,
+
         /// Issuer URL of an OpenID provider to sign in with (default: a built-in form).
         #[arg(long, env = "MCP_CONNECTOR_UPSTREAM_OIDC_ISSUER", requires_all = ["upstream_oidc_client_id", "upstream_oidc_client_secret"])]
         upstream_oidc_issuer: Option<Url>,
@@ -143,6 +147,7 @@ async fn main() -> ExitCode {
             listen,
             state_dir,
             mcp_server,
+            mcp_server_http2,
             upstream_oidc_issuer,
             upstream_oidc_client_id,
             upstream_oidc_client_secret,
@@ -164,6 +169,7 @@ async fn main() -> ExitCode {
                 listen,
                 state_dir,
                 mcp_server,
+                mcp_server_http2,
                 oidc,
                 auto_login,
             };

@@ -70,6 +70,8 @@ pub struct McpServer {
     pub selector: BTreeMap<String, String>,
     /// Where `/mcp` is proxied to.
     pub url: Url,
+    /// HTTP/2 with prior knowledge to `url`.
+    pub http2: bool,
 }
 
 /// How users sign in, before any Secret is read.
@@ -333,6 +335,7 @@ fn mcp_server(namespace: &str, spec: &McpConnectorSpec) -> Result<McpServer, Spe
         deployment,
         selector,
         url,
+        http2: server.http2.unwrap_or(false),
     })
 }
 

@@ -58,6 +58,7 @@ fn options(listen: SocketAddr) -> DevOptions {
         listen,
         state_dir: state_dir(),
         mcp_server: None,
+        mcp_server_http2: false,
         oidc: None,
         auto_login: None,
     }

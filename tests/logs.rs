@@ -87,6 +87,7 @@ async fn a_whole_login_writes_no_secret_to_any_log_line() {
         listen: "127.0.0.1:0".parse().unwrap(),
         state_dir: state_dir.clone(),
         mcp_server: None,
+        mcp_server_http2: false,
         oidc: None,
         auto_login: None,
     })

@@ -9,6 +9,7 @@ use jiff::SignedDuration;
 use serde_json::json;
 
 use mcp_connector::keys::KeyKind;
+use support::WAIT;
 use support::server::*;
 
 const CLI_REDIRECT: &str = "http://127.0.0.1:5000/callback";
@@ -1084,4 +1085,120 @@ async fn mcp_passes_the_verified_identity_and_drops_forged_ones() {
             "{gone} reached the MCP server: {seen}"
         );
     }
+}
+
+/// An MCP server double that answers with the HTTP version it was spoken to in. Served by
+/// axum, which accepts HTTP/1.1 and HTTP/2 from the first byte on one port.
+async fn version_echo() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let echo = axum::Router::new().route(
+        "/mcp",
+        axum::routing::post(|request: axum::extract::Request| async move {
+            format!("{:?}", request.version())
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, echo).await.unwrap() });
+    url
+}
+
+#[tokio::test]
+async fn mcp_speaks_http1_to_the_mcp_server_unless_http2_is_asked_for() {
+    for (http2, expected) in [(None, "HTTP/1.1"), (Some(true), "HTTP/2.0")] {
+        let backend = version_echo().await;
+        let spec = json!({"mcpServer": {"url": backend, "http2": http2}});
+        let s = TestServer::start(spec, None).await;
+        let (_, tokens) = login(&s, CLI_REDIRECT).await;
+
+        for _ in 0..3 {
+            let r = mcp_post(&s, Some(&tokens.access)).await;
+            assert_eq!(r.status(), 200);
+            assert_eq!(r.text().await.unwrap(), expected, "http2: {http2:?}");
+        }
+    }
+}
+
+/// An h2c MCP server double allowing `limit` concurrent streams per connection: a GET is an
+/// event stream that never ends, a POST answers at once. Its URL and a count of the
+/// connections made to it.
+async fn h2c_server(limit: u32) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let app = axum::Router::new().route(
+        "/mcp",
+        axum::routing::get(|| async {
+            let open = Ok::<_, std::convert::Infallible>(bytes::Bytes::from_static(b": open\n\n"));
+            let events = futures::StreamExt::chain(
+                futures::stream::iter([open]),
+                futures::stream::pending(),
+            );
+            (
+                [("content-type", "text/event-stream")],
+                axum::body::Body::from_stream(events),
+            )
+        })
+        .post(|| async { "answered" }),
+    );
+    tokio::spawn(async move {
+        loop {
+            let (socket, _) = listener.accept().await.unwrap();
+            counter.fetch_add(1, Ordering::SeqCst);
+            let service = hyper_util::service::TowerToHyperService::new(app.clone());
+            tokio::spawn(async move {
+                let mut builder =
+                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                builder.http2().max_concurrent_streams(limit);
+                let _ = builder
+                    .serve_connection(TokioIo::new(socket), service)
+                    .await;
+            });
+        }
+    });
+    (url, accepted)
+}
+
+/// With `http2: true`, event streams that stay open do not use up the MCP server's streams
+/// per connection: another connection is opened, and a call still goes through at once.
+#[tokio::test]
+async fn open_event_streams_over_http2_never_make_a_call_wait() {
+    use futures::StreamExt;
+    use std::sync::atomic::Ordering;
+
+    let limit = mcp_connector::proxy::http2::STREAMS_PER_CONNECTION;
+    let (backend, connections) = h2c_server(limit as u32).await;
+    let s = TestServer::start(json!({"mcpServer": {"url": backend, "http2": true}}), None).await;
+    let (_, tokens) = login(&s, CLI_REDIRECT).await;
+
+    let opening = futures::stream::iter(0..limit + limit / 2)
+        .map(|_| {
+            let request = http()
+                .get(s.url("/mcp"))
+                .bearer_auth(&tokens.access)
+                .header("accept", "text/event-stream");
+            async move {
+                let mut response = request.send().await.unwrap();
+                assert_eq!(response.status(), 200);
+                let first = response.chunk().await.unwrap().unwrap();
+                assert_eq!(&first[..], b": open\n\n");
+                response
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>();
+    let streams = tokio::time::timeout(WAIT, opening)
+        .await
+        .expect("event streams waited behind other open ones");
+
+    let call = tokio::time::timeout(WAIT, mcp_post(&s, Some(&tokens.access)))
+        .await
+        .expect("a call waited behind open event streams");
+    assert_eq!(call.status(), 200);
+    assert_eq!(call.text().await.unwrap(), "answered");
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+    drop(streams);
 }

@@ -301,7 +301,7 @@ async fn token_phase(report: &mut Report) {
     let (ours_proc, ours_addr) = procs::memory_server("token", None).await;
     let mut ours = token_runs(Server::ours(ours_addr), &ours_proc, OUR_CODES).await;
     drop(ours_proc);
-    let (dev_proc, dev_addr) = procs::dev("token-dev", None).await;
+    let (dev_proc, dev_addr) = procs::dev("token-dev", None, false).await;
     let mut dev = token_runs(Server::ours(dev_addr), &dev_proc, DEV_CODES).await;
     drop(dev_proc);
     let (peer_proc, peer_addr) = procs::peer().await;
@@ -428,91 +428,166 @@ async fn login(addr: std::net::SocketAddr) -> String {
     oauth::redeem(&mut conn, &client, &code).await.access_token
 }
 
+/// One slice of a fixed-rate run.
+const SLICE: Duration = Duration::from_millis(1500);
+
 async fn mcp_phase(report: &mut Report) {
     let up = mcp::upstream();
     let up_url = format!("http://{up}/mcp");
-    // LOAD_WRAP: the same server under a profiler (see `procs::memory_server`).
-    let (ours, addr) = match procs::wrapper() {
-        Some(_) => procs::memory_server("mcp-callgrind", Some(&up_url)).await,
-        None => procs::dev("mcp", Some(&up_url)).await,
-    };
     let direct = mcp::Target {
         addr: up,
         path: "/mcp".into(),
         bearer: None,
     };
-    let proxied = mcp::Target {
+    // LOAD_WRAP: the same server under a profiler (see `procs::memory_server`), HTTP/1.1.
+    let (h1, h1_addr) = match procs::wrapper() {
+        Some(_) => procs::memory_server("mcp-callgrind", Some(&up_url)).await,
+        None => procs::dev("mcp-h1", Some(&up_url), false).await,
+    };
+    let (h2, h2_addr) = procs::dev("mcp-h2", Some(&up_url), true).await;
+    let through = |addr, token| mcp::Target {
         addr,
         path: "/mcp".into(),
-        bearer: Some(login(addr).await),
+        bearer: Some(token),
     };
+    let paths = [
+        (
+            "`/mcp`, HTTP/1.1 to the MCP server",
+            Some(&h1),
+            through(h1_addr, login(h1_addr).await),
+        ),
+        (
+            "`/mcp`, HTTP/2 to the MCP server",
+            Some(&h2),
+            through(h2_addr, login(h2_addr).await),
+        ),
+        (
+            "a bare TCP relay (the floor of any proxy here)",
+            None,
+            mcp::Target {
+                addr: mcp::relay(up),
+                path: "/mcp".into(),
+                bearer: None,
+            },
+        ),
+    ];
 
-    // Warm up both paths, then alternate short slices so that drift in the machine's
-    // other load falls on both alike.
+    // Warm up every path, then alternate short slices so that drift in the machine's
+    // other load falls on all alike.
     mcp::fixed_rate(&direct, MCP_RATE, 4, Duration::from_millis(500)).await;
-    mcp::fixed_rate(&proxied, MCP_RATE, 4, Duration::from_millis(500)).await;
-    let (mut d, mut p) = (Vec::new(), Vec::new());
-    let mut proxy_cpu = Duration::ZERO;
-    for _ in 0..4 {
-        d.push(mcp::fixed_rate(&direct, MCP_RATE, 4, Duration::from_millis(1500)).await);
-        let cpu = ours.cpu();
-        p.push(mcp::fixed_rate(&proxied, MCP_RATE, 4, Duration::from_millis(1500)).await);
-        proxy_cpu += ours.cpu() - cpu;
+    for (_, _, target) in &paths {
+        mcp::fixed_rate(target, MCP_RATE, 4, Duration::from_millis(500)).await;
     }
-    let (mut d, mut p) = (pooled(d), pooled(p));
-    let cpu_per_call = proxy_cpu.as_secs_f64() / p.micros.len().max(1) as f64;
-    let (d50, p50, d99, p99) = (
-        d.quantile_ms(0.5),
-        p.quantile_ms(0.5),
-        d.quantile_ms(0.99),
-        p.quantile_ms(0.99),
-    );
-    let (add50, add99) = (p50 - d50, p99 - d99);
-    report.row(
-        &format!("`/mcp` added latency at {MCP_RATE:.0} calls/s, p50 / p99"),
-        format!("{} / {}", ms(add50), ms(add99)),
-        "n/a".into(),
-        String::new(),
-        "≤ 0.1 ms / ≤ 1 ms",
-        verdict(add50 <= 0.1 && add99 <= 1.0),
-    );
+    let mut direct_slices = Vec::new();
+    let mut slices: Vec<Vec<Samples>> = paths.iter().map(|_| Vec::new()).collect();
+    let mut cpu = vec![Duration::ZERO; paths.len()];
+    for _ in 0..4 {
+        direct_slices.push(mcp::fixed_rate(&direct, MCP_RATE, 4, SLICE).await);
+        for (i, (_, proc, target)) in paths.iter().enumerate() {
+            let before = proc.map(|p| p.cpu());
+            slices[i].push(mcp::fixed_rate(target, MCP_RATE, 4, SLICE).await);
+            cpu[i] += before.map_or(Duration::ZERO, |b| proc.unwrap().cpu() - b);
+        }
+    }
+    let mut d = pooled(direct_slices);
+    let (d50, d99) = (d.quantile_ms(0.5), d.quantile_ms(0.99));
     report.note(format!(
-        "`/mcp` at {MCP_RATE:.0} calls/s (`tools/call whoami`, {} calls each way): direct \
-         p50 {} p99 {}, through `/mcp` p50 {} p99 {}; the operator spent {:.0} µs of CPU per \
-         proxied call; errors {} direct, {} proxied.",
+        "`/mcp` at {MCP_RATE:.0} calls/s (`tools/call whoami` on an initialized session, {} \
+         calls each way): direct p50 {} p99 {}.",
         d.micros.len(),
         ms(d50),
-        ms(d99),
-        ms(p50),
-        ms(p99),
-        cpu_per_call * 1e6,
-        d.errors,
-        p.errors
+        ms(d99)
     ));
-
-    let (mut dm, mut pm) = (Vec::new(), Vec::new());
-    for _ in 0..2 {
-        dm.push(mcp::max_rate(&direct, 16, Duration::from_secs(2)).await);
-        pm.push(mcp::max_rate(&proxied, 16, Duration::from_secs(2)).await);
+    for (i, mut p) in slices.into_iter().map(pooled).enumerate() {
+        let (label, proc, _) = &paths[i];
+        let (p50, p99) = (p.quantile_ms(0.5), p.quantile_ms(0.99));
+        let (add50, add99) = (p50 - d50, p99 - d99);
+        let ours = proc.is_some();
+        report.row(
+            &format!("{label}: added latency at {MCP_RATE:.0} calls/s, p50 / p99"),
+            format!("{} / {}", ms(add50), ms(add99)),
+            "n/a".into(),
+            String::new(),
+            if ours { "≤ 0.1 ms / ≤ 1 ms" } else { "" },
+            if ours {
+                verdict(add50 <= 0.1 && add99 <= 1.0)
+            } else {
+                String::new()
+            },
+        );
+        let spent = match proc {
+            Some(_) => format!(
+                "; the operator spent {:.0} µs of CPU per call (idle wake-ups included)",
+                cpu[i].as_secs_f64() / p.micros.len().max(1) as f64 * 1e6
+            ),
+            None => String::new(),
+        };
+        report.note(format!(
+            "{label} at {MCP_RATE:.0} calls/s: p50 {} p99 {}{spent}; errors {} direct, {} \
+             through it.",
+            ms(p50),
+            ms(p99),
+            d.errors,
+            p.errors
+        ));
     }
-    let (dm, pm) = (pooled(dm), pooled(pm));
-    let kept = pm.rate() / dm.rate();
-    report.row(
-        "`/mcp` throughput kept (16 connections)",
-        format!("{:.0} %", kept * 100.0),
-        "n/a".into(),
-        String::new(),
-        "≥ 80 %",
-        verdict(kept >= 0.8),
-    );
+
+    let mut direct_max = Vec::new();
+    let mut maxes: Vec<Vec<Samples>> = paths.iter().map(|_| Vec::new()).collect();
+    let mut cpu = vec![Duration::ZERO; paths.len()];
+    let mut writes = vec![0u64; paths.len()];
+    for _ in 0..2 {
+        direct_max.push(mcp::max_rate(&direct, 16, Duration::from_secs(2)).await);
+        for (i, (_, proc, target)) in paths.iter().enumerate() {
+            let before = proc.map(|p| (p.cpu(), p.syscalls().1));
+            maxes[i].push(mcp::max_rate(target, 16, Duration::from_secs(2)).await);
+            if let (Some(p), Some((c, w))) = (proc, before) {
+                cpu[i] += p.cpu() - c;
+                writes[i] += p.syscalls().1 - w;
+            }
+        }
+    }
+    let dm = pooled(direct_max);
     report.note(format!(
-        "`/mcp` maximum: {} direct, {} through `/mcp` (errors {} / {}).",
+        "`/mcp` maximum with 16 connections: {} direct (errors {}), which costs the driver and \
+         the MCP server together {:.0} µs of CPU a call (2 cores ÷ the rate).",
         per_s(dm.rate()),
-        per_s(pm.rate()),
         dm.errors,
-        pm.errors
+        cores() as f64 / dm.rate() * 1e6,
     ));
-    ours.terminate(Duration::from_secs(60)).await;
+    for (i, pm) in maxes.into_iter().map(pooled).enumerate() {
+        let (label, proc, _) = &paths[i];
+        let kept = pm.rate() / dm.rate();
+        let ours = proc.is_some();
+        report.row(
+            &format!("{label}: throughput kept (16 connections)"),
+            format!("{:.0} %", kept * 100.0),
+            "n/a".into(),
+            String::new(),
+            if ours { "≥ 80 %" } else { "" },
+            if ours {
+                verdict(kept >= 0.8)
+            } else {
+                String::new()
+            },
+        );
+        let calls = pm.micros.len().max(1) as f64;
+        let spent = match proc {
+            Some(_) => format!(
+                "; the operator spent {:.0} µs of CPU and {:.1} write system calls per call",
+                cpu[i].as_secs_f64() / calls * 1e6,
+                writes[i] as f64 / calls
+            ),
+            None => String::new(),
+        };
+        report.note(format!(
+            "{label} at its maximum: {} (errors {}){spent}.",
+            per_s(pm.rate()),
+            pm.errors
+        ));
+    }
+    h1.terminate(Duration::from_secs(60)).await;
+    h2.terminate(Duration::from_secs(60)).await;
 }
 
 async fn streams_phase(report: &mut Report) {
@@ -523,23 +598,49 @@ async fn streams_phase(report: &mut Report) {
         path: "/mcp".into(),
         bearer: None,
     };
-    // Each stream through `/mcp` is two sockets in the operator (client and MCP server
-    // side) and, here, two in this process (client and MCP server); the open-files limit
-    // caps what fits.
+    // Over HTTP/1.1 to the MCP server, each stream through `/mcp` is two sockets in the
+    // operator (client and MCP server side) and, here, two in this process (client and
+    // MCP server); the open-files limit caps what fits.
     let limit = procs::open_files_limit();
-    let h2_count = STREAMS.min(limit.saturating_sub(600));
-    let h1_count = STREAMS.min(limit.saturating_sub(600) / 2 / 100 * 100);
+    let one_each = STREAMS.min(limit.saturating_sub(600));
+    let two_each = STREAMS.min(limit.saturating_sub(600) / 2 / 100 * 100);
 
-    let mut variants = vec![("HTTP/2", h2_count, true), ("HTTP/1.1", h1_count, false)];
+    // (label, streams, HTTP/2 in, HTTP/2 to the MCP server)
+    let mut variants = vec![
+        (
+            "HTTP/1.1 in, HTTP/1.1 to the MCP server",
+            two_each,
+            false,
+            false,
+        ),
+        (
+            "HTTP/2 in, HTTP/1.1 to the MCP server",
+            one_each,
+            true,
+            false,
+        ),
+        (
+            "HTTP/1.1 in, HTTP/2 to the MCP server",
+            one_each,
+            false,
+            true,
+        ),
+        ("HTTP/2 in, HTTP/2 to the MCP server", STREAMS, true, true),
+    ];
     if procs::wrapper().is_some() {
         // A short run under valgrind (massif): 1,000 HTTP/1.1 streams.
-        variants = vec![("HTTP/1.1", 1_000, false)];
+        variants = vec![(
+            "HTTP/1.1 in, HTTP/1.1 to the MCP server",
+            1_000,
+            false,
+            false,
+        )];
     }
-    for (label, count, http2) in variants {
-        let name = format!("streams-{}", if http2 { "h2" } else { "h1" });
+    for (label, count, http2_in, http2_out) in variants {
+        let name = format!("streams-{}-{}", http2_in as u8 + 1, http2_out as u8 + 1);
         let (ours, addr) = match procs::wrapper() {
             Some(_) => procs::memory_server(&name, Some(&up_url)).await,
-            None => procs::dev(&name, Some(&up_url)).await,
+            None => procs::dev(&name, Some(&up_url), http2_out).await,
         };
         let proxied = mcp::Target {
             addr,
@@ -551,7 +652,7 @@ async fn streams_phase(report: &mut Report) {
         let base = ours.rss_mib();
 
         let ids = mcp::sessions(&direct, count, 16).await;
-        let open = if http2 {
+        let open = if http2_in {
             mcp::open_http2(&proxied, ids, 100).await
         } else {
             mcp::open_http1(&proxied, ids, 128).await
@@ -563,11 +664,6 @@ async fn streams_phase(report: &mut Report) {
         let (opened, failed, took) = (open.opened, open.failed, open.took);
         drop(open);
 
-        let shape = if http2 {
-            format!("{} HTTP/2 connections in", count.div_ceil(100))
-        } else {
-            "one HTTP/1.1 connection each in".into()
-        };
         let measured = if count >= STREAMS {
             mib(rss)
         } else {
@@ -586,13 +682,19 @@ async fn streams_phase(report: &mut Report) {
             "≤ 200 MiB",
             verdict(at_10k <= 200.0),
         );
+        let shape = if http2_in {
+            format!(
+                "{} HTTP/2 connections of 100 streams in",
+                count.div_ceil(100)
+            )
+        } else {
+            "one HTTP/1.1 connection each in".into()
+        };
         report.note(format!(
-            "streams over {label}: {} of {count} opened in {:.1} s ({shape}, one HTTP/1.1 \
-             connection each to the MCP server), {} failed; operator {} before, {} with them \
-             open ({per_kib:.1} KiB a stream), {fds} open files.",
-            opened,
+            "streams, {label}: {opened} of {count} opened in {:.1} s ({shape}), {failed} \
+             failed; operator {} before, {} with them open ({per_kib:.1} KiB a stream), {fds} \
+             open files.",
             took.as_secs_f64(),
-            failed,
             mib(base),
             mib(rss),
         ));

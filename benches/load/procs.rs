@@ -38,6 +38,18 @@ impl Proc {
         cpu_time(self.pid)
     }
 
+    /// Read and write system calls made so far (`syscr`, `syscw` of `/proc/<pid>/io`).
+    pub fn syscalls(&self) -> (u64, u64) {
+        let text = std::fs::read_to_string(format!("/proc/{}/io", self.pid)).unwrap_or_default();
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        (field("syscr:"), field("syscw:"))
+    }
+
     /// Open file descriptors.
     pub fn fds(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid)).map_or(0, Iterator::count)
@@ -119,9 +131,9 @@ pub async fn wait_listening(addr: SocketAddr, what: &str) {
 }
 
 /// `mcp-connector dev` signing everyone in as `alice`, proxying `/mcp` to `mcp_server`
-/// (or its built-in `whoami`). Logs at the default level, as a deployment would, into the
-/// phase folder.
-pub async fn dev(name: &str, mcp_server: Option<&str>) -> (Proc, SocketAddr) {
+/// (or its built-in `whoami`), in HTTP/2 from the first byte if `http2`. Logs at the
+/// default level, as a deployment would, into the phase folder.
+pub async fn dev(name: &str, mcp_server: Option<&str>, http2: bool) -> (Proc, SocketAddr) {
     let dir = workdir(name);
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut cmd = Command::new(BIN);
@@ -131,6 +143,9 @@ pub async fn dev(name: &str, mcp_server: Option<&str>) -> (Proc, SocketAddr) {
         .arg(dir.join("state"));
     if let Some(url) = mcp_server {
         cmd.args(["--mcp-server", url]);
+    }
+    if http2 {
+        cmd.arg("--mcp-server-http2");
     }
     let child = cmd
         .stdin(Stdio::null())

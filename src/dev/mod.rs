@@ -32,6 +32,8 @@ pub struct DevOptions {
     pub state_dir: PathBuf,
     /// What `/mcp` proxies to; the built-in `whoami` server when `None`.
     pub mcp_server: Option<Url>,
+    /// HTTP/2 from the first byte to `mcp_server`.
+    pub mcp_server_http2: bool,
     /// Upstream OpenID provider, instead of the built-in login form.
     pub oidc: Option<DevOidc>,
     /// Sign every login in as this user, with no form.
@@ -190,6 +192,7 @@ pub async fn start(opts: DevOptions) -> Result<DevServer, DevError> {
         base_url: Some(base.as_str().to_string()),
         mcp_server: Some(McpServerSpec {
             url: Some(mcp_url.to_string()),
+            http2: opts.mcp_server_http2.then_some(true),
             ..Default::default()
         }),
         upstream: placeholder_upstream(&upstream),

@@ -34,6 +34,7 @@ use crate::clock::Clock;
 use crate::grants::GrantStore;
 use crate::keys::store::Route;
 use crate::keys::{Connector, KeyStore};
+use crate::proxy::http2::Http2Clients;
 use crate::upstream::oidc::OidcClient;
 
 pub use error::{ErrorCode, OAuthError};
@@ -61,6 +62,9 @@ pub struct AppState {
     pub oidc: Arc<OidcClient>,
     /// Talks to MCP servers; no overall timeout, since event streams are long-lived.
     pub proxy_http: reqwest::Client,
+    /// The same for MCP servers spoken to in HTTP/2 from the first byte
+    /// (`spec.mcpServer.http2`), as many connections as the open streams need.
+    pub proxy_http2: Arc<Http2Clients>,
     /// Limits registrations per client address.
     pub register_limit: Arc<register::RateLimit>,
     /// Access tokens already verified on `/mcp`.
@@ -89,12 +93,11 @@ impl AppState {
             .timeout(Duration::from_secs(10))
             .build()
             .unwrap_or_default();
-        let proxy_http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()
-            .unwrap_or_default();
+        let proxy_http = crate::proxy::client(false);
+        let proxy_http2 = Arc::new(Http2Clients::new(
+            || crate::proxy::client(true),
+            crate::proxy::http2::STREAMS_PER_CONNECTION,
+        ));
 
         AppState {
             store,
@@ -103,6 +106,7 @@ impl AppState {
             cimd: Arc::new(cimd::CimdFetcher::new(cimd)),
             oidc: Arc::new(OidcClient::new(upstream_http)),
             proxy_http,
+            proxy_http2,
             register_limit: Arc::new(register::RateLimit::default()),
             verified: Arc::new(verified::VerifiedTokens::new(verified::DEFAULT_CAPACITY)),
             metrics: Arc::default(),

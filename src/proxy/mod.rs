@@ -9,6 +9,10 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+pub mod http2;
+
+use std::time::Duration;
+
 use crate::oauth::access_token::{AccessClaims, TokenProblem, verify};
 use crate::oauth::{AppState, ErrorCode, OAuthError, Served};
 
@@ -94,6 +98,24 @@ fn origin_allowed(served: &Served, origin: &str) -> bool {
         .ok()
         .and_then(|u| u.host().map(|h| crate::base_url::is_loopback(&h)))
         .unwrap_or(false)
+}
+
+/// The client `/mcp` talks to MCP servers with: no redirects, no overall timeout (event
+/// streams are long-lived), HTTP/2 from the first byte if `http2`.
+pub fn client(http2: bool) -> reqwest::Client {
+    let builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(5))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .tcp_nodelay(true);
+    let builder = match http2 {
+        true => builder
+            .http2_prior_knowledge()
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .http2_keep_alive_while_idle(true),
+        false => builder,
+    };
+    builder.build().unwrap_or_default()
 }
 
 /// Checks the request's token; the claims when it is good. A token verified before with
@@ -214,13 +236,19 @@ async fn forward(
     request: Request,
 ) -> Response {
     let (parts, body) = request.into_parts();
-    let target = served.connector.settings.mcp_server.url.clone();
+    let server = &served.connector.settings.mcp_server;
     let headers = forwarded_headers(&parts.headers, &claims);
+    let (http, stream) = match server.http2 {
+        true => {
+            let (client, stream) = state.proxy_http2.checkout();
+            (client, Some(stream))
+        }
+        false => (state.proxy_http.clone(), None),
+    };
 
     // The body streams through as it arrives; nothing is collected first.
-    let mut outgoing = state
-        .proxy_http
-        .request(parts.method.clone(), target)
+    let mut outgoing = http
+        .request(parts.method.clone(), server.url.clone())
         .headers(headers);
     if !body.is_end_stream() {
         outgoing = outgoing.body(reqwest::Body::wrap_stream(body.into_data_stream()));
@@ -236,26 +264,29 @@ async fn forward(
         }
     };
 
-    let mut response = Response::builder().status(upstream.status());
-    if let Some(h) = response.headers_mut() {
-        for (name, value) in upstream.headers() {
-            if !HOP_BY_HOP.contains(&name.as_str()) {
-                h.append(name.clone(), value.clone());
-            }
-        }
-        // An ingress in front (nginx) would otherwise buffer the event stream.
-        let streaming = h
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
-        if streaming {
-            h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-        }
+    // The body passes through frame by frame, with its length and its end as the MCP server
+    // gave them (so that the end goes out with the last event); when the client goes away
+    // the body is dropped, which closes the upstream request too. Over HTTP/2 it holds its
+    // stream's place on the connection until then.
+    let (upstream, body) = http::Response::<reqwest::Body>::from(upstream).into_parts();
+    let body = match stream {
+        Some(stream) => Body::new(http2::Counted::new(Body::new(body), stream)),
+        None => Body::new(body),
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = upstream.status;
+    *response.headers_mut() = upstream.headers;
+    let h = response.headers_mut();
+    for name in HOP_BY_HOP {
+        h.remove(name);
     }
-
-    // Server-sent events pass through chunk by chunk; when the client goes away the body is
-    // dropped, which closes the upstream request too.
+    // An ingress in front (nginx) would otherwise buffer the event stream.
+    let streaming = h
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    if streaming {
+        h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    }
     response
-        .body(Body::from_stream(upstream.bytes_stream()))
-        .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
 }
