@@ -20,6 +20,7 @@ pub mod oauth;
 pub mod proxy;
 pub mod reconcile;
 pub mod run;
+pub mod serve;
 pub mod serving;
 pub mod settings;
 pub mod upstream;

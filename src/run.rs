@@ -21,6 +21,7 @@ use crate::leader::{self, LeaseConfig};
 use crate::metrics::{self, Metrics};
 use crate::oauth::{AppState, router};
 use crate::reconcile::{self, Context, Stats};
+use crate::serve::serve;
 use crate::serving::{self, Synced};
 
 /// How `run` was asked to run.
@@ -155,17 +156,8 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         stopping(),
     ));
 
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let oauth = tokio::spawn(
-        axum::serve(no_delay(listener), app)
-            .with_graceful_shutdown(stopping())
-            .into_future(),
-    );
-    let admin = tokio::spawn(
-        axum::serve(no_delay(admin_listener), admin_router(admin))
-            .with_graceful_shutdown(stopping())
-            .into_future(),
-    );
+    let oauth = tokio::spawn(serve(listener, router(state), stopping()));
+    let admin = tokio::spawn(serve(admin_listener, admin_router(admin), stopping()));
 
     shutdown_signal().await;
     tracing::info!(drain = ?opts.drain, "shutting down; draining open requests");
@@ -208,19 +200,3 @@ pub async fn shutdown_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
-/// A listener whose connections send each write at once. `axum::serve` leaves Nagle's
-/// algorithm on, and a response written in pieces (headers, then each SSE event) then waits
-/// for the client's delayed ACK: about 40 ms on every MCP call, and on every streamed event.
-pub fn no_delay(listener: tokio::net::TcpListener) -> NoDelay {
-    use axum::serve::ListenerExt;
-
-    fn set(tcp: &mut tokio::net::TcpStream) {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    }
-    listener.tap_io(set)
-}
-
-/// What [`no_delay`] makes; a named type, so `ConnectInfo<SocketAddr>` still works.
-pub type NoDelay = axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)>;

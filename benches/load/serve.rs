@@ -58,10 +58,7 @@ async fn serve(listen: SocketAddr, mcp_server: Option<&str>) {
     store.upsert("bench", Entry::Serving(Arc::new(connector)));
 
     let state = AppState::new(store, Arc::new(MemoryGrants::new()), Clock::system());
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
-    axum::serve(mcp_connector::run::no_delay(listener), app)
-        .with_graceful_shutdown(mcp_connector::run::shutdown_signal())
-        .await
-        .unwrap();
+    let stop = mcp_connector::run::shutdown_signal();
+    mcp_connector::serve::serve(listener, router(state), stop).await;
 }

@@ -218,12 +218,11 @@ pub async fn start(opts: DevOptions) -> Result<DevServer, DevError> {
     let grants = FileGrants::open(&opts.state_dir.join("grants.json"))
         .map_err(|e| DevError::Config(e.to_string()))?;
     let state = AppState::new(store.clone(), Arc::new(grants), clock.clone());
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(crate::run::no_delay(listener), app).await {
-            tracing::error!(error = %e, "dev server stopped");
-        }
-    });
+    let task = tokio::spawn(crate::serve::serve(
+        listener,
+        router(state),
+        std::future::pending(),
+    ));
 
     Ok(DevServer {
         addr,

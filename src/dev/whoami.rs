@@ -49,10 +49,6 @@ pub async fn spawn() -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
     let addr = listener.local_addr()?;
 
-    let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(crate::run::no_delay(listener), app).await {
-            tracing::error!(error = %e, "built-in MCP server stopped");
-        }
-    });
+    let task = tokio::spawn(crate::serve::serve(listener, app, std::future::pending()));
     Ok((addr, task))
 }

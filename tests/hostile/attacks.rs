@@ -985,13 +985,58 @@ async fn serve_with_timeout(rig: &Rig, limit: Duration) -> (SocketAddr, String) 
         hermetic_cimd(),
     );
     state.request_timeout = limit;
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, app).await.ok();
-    });
+    let limits = mcp_connector::serve::Limits {
+        header_read_timeout: limit,
+    };
+    let stop = std::future::pending();
+    tokio::spawn(mcp_connector::serve::serve_with(
+        listener,
+        router(state),
+        stop,
+        limits,
+    ));
     (addr, rig.host.clone())
+}
+
+/// Slowloris: a client that sends half a request head and then nothing is cut once the
+/// header timeout has passed, while other clients are served.
+#[tokio::test]
+async fn a_trickled_request_head_is_cut_at_the_header_timeout() {
+    let limit = Duration::from_millis(500);
+    let rig = Rig::over(TestServer::start(json!({}), None).await, hermetic_cimd());
+    let (addr, host) = serve_with_timeout(&rig, limit).await;
+
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let started = std::time::Instant::now();
+    let half = format!("GET /.well-known/oauth-authorization-server HTTP/1.1\r\nhost: {host}\r\n");
+    slow.write_all(half.as_bytes()).await.unwrap();
+
+    let other = reqwest::Client::new()
+        .get(format!(
+            "http://{addr}/.well-known/oauth-authorization-server"
+        ))
+        .header("host", &host)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 200);
+
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(crate::support::WAIT, slow.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the half-sent head was never cut");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= limit,
+        "cut after {elapsed:?}, before the timeout"
+    );
+    assert!(elapsed < limit * 6, "cut only after {elapsed:?}");
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(
+        !rest.contains(" 200 "),
+        "the half-sent request was answered: {rest}"
+    );
 }
 
 /// Sends the head of a request and part of its body, then nothing more; the answer, or

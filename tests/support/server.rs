@@ -90,10 +90,8 @@ impl TestServer {
             ..FetcherConfig::default()
         };
         let state = AppState::with_cimd(store.clone(), grants.clone(), clock.clone(), cimd);
-        let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
+        let stop = std::future::pending();
+        let task = tokio::spawn(mcp_connector::serve::serve(listener, router(state), stop));
 
         let server = TestServer {
             addr,
