@@ -1,9 +1,9 @@
 //! The HTTP server of `run` and `dev`: hyper-util's connection builder over an accept loop
 //! of our own, because `axum::serve` sets none of what a server facing MCP clients needs:
-//! - a bound on reading a request head, so that a client sending its headers a byte at a
-//!   time (slowloris) is cut after [`HEADER_READ_TIMEOUT`];
-//! - a small read buffer per HTTP/1.1 connection ([`READ_BUFFER`]), since most
-//!   connections sit idle under an open event stream;
+//! - a bound on a client that connects and then sends nothing, or sends a request head a
+//!   byte at a time (slowloris): [`HEADER_READ_TIMEOUT`];
+//! - a bound on what one request head may buffer, [`MAX_HEAD`];
+//! - HTTP/2 pings, so that a dead HTTP/2 client is noticed;
 //! - `TCP_NODELAY`: a response written in pieces (headers, then each event) otherwise
 //!   waits for the client's delayed ACK, about 40 ms a piece.
 //!
@@ -21,12 +21,19 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
-/// How long a client may take to send a request head.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client may take to send its first byte, and then each request head.
+///
+/// hyper also applies it to a kept-alive HTTP/1.1 connection waiting for its next request,
+/// so it closes idle connections too. A proxy in front must close its idle connections
+/// to us first, or a request it sends as we close fails with a 502: 620 s is above the
+/// idle timeouts of ingress-nginx and AWS load balancers (60 s) and what Google's load
+/// balancers ask of a backend (more than 600 s).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(620);
 
-/// The most an HTTP/1.1 connection buffers while reading (hyper's least): a request head
-/// must fit, as with nginx's default `large_client_header_buffers`.
-pub const READ_BUFFER: usize = 8 * 1024;
+/// The most one HTTP/1.1 connection buffers while reading a request head (hyper's default
+/// is about 400 KiB): more than nginx's 32 KiB, so that whatever passes an ingress fits.
+/// The buffer starts at 8 KiB and only grows for a larger head.
+pub const MAX_HEAD: usize = 64 * 1024;
 
 /// What a connection is allowed; tests shorten it.
 #[derive(Clone, Copy, Debug)]
@@ -61,8 +68,12 @@ pub async fn serve_with(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(READ_BUFFER);
-    builder.http2().timer(TokioTimer::new());
+        .max_buf_size(MAX_HEAD);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(60))
+        .keep_alive_timeout(Duration::from_secs(20));
     let graceful = GracefulShutdown::new();
     tokio::pin!(stop);
 
@@ -86,12 +97,19 @@ pub async fn serve_with(
             request.extensions_mut().insert(ConnectInfo(peer));
             app.clone().oneshot(request)
         });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(socket), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
+        let first_byte = limits.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            // The protocol is told from the first bytes, before hyper's own timer starts.
+            let mut byte = [0u8; 1];
+            let waited = tokio::time::timeout(first_byte, socket.peek(&mut byte)).await;
+            if !matches!(waited, Ok(Ok(n)) if n > 0) {
+                tracing::debug!(%peer, "closing a connection that sent nothing");
+                return;
+            }
+
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(socket), service);
+            if let Err(e) = watcher.watch(connection.into_owned()).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });

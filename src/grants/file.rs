@@ -22,8 +22,10 @@ pub struct FileGrants {
     path: PathBuf,
     /// Numbers the changes: bumped after each change is applied in memory.
     changes: AtomicU64,
-    /// Held while a save runs; holds the number of the last change on disk.
-    saved: tokio::sync::Mutex<u64>,
+    /// Held while a save runs, by the blocking write itself, so that a caller that gives
+    /// up waiting cannot let a second write start; holds the number of the last change on
+    /// disk.
+    saved: Arc<tokio::sync::Mutex<u64>>,
 }
 
 impl FileGrants {
@@ -40,7 +42,7 @@ impl FileGrants {
             inner: Arc::new(MemoryGrants::from_state(state)),
             path: path.to_path_buf(),
             changes: AtomicU64::new(0),
-            saved: tokio::sync::Mutex::new(0),
+            saved: Arc::new(tokio::sync::Mutex::new(0)),
         })
     }
 
@@ -48,7 +50,7 @@ impl FileGrants {
     /// by a save that started after it.
     async fn save(&self) -> Result<(), GrantError> {
         let mine = self.changes.fetch_add(1, Ordering::AcqRel) + 1;
-        let mut saved = self.saved.lock().await;
+        let mut saved = self.saved.clone().lock_owned().await;
         if *saved >= mine {
             return Ok(());
         }
@@ -58,11 +60,13 @@ impl FileGrants {
         let upto = self.changes.load(Ordering::Acquire);
         let inner = self.inner.clone();
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || write_state(&inner, &path))
-            .await
-            .map_err(|e| GrantError(format!("saving the grant state: {e}")))??;
-        *saved = upto;
-        Ok(())
+        tokio::task::spawn_blocking(move || {
+            write_state(&inner, &path)?;
+            *saved = upto;
+            Ok(())
+        })
+        .await
+        .map_err(|e| GrantError(format!("saving the grant state: {e}")))?
     }
 }
 

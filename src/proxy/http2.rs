@@ -55,27 +55,32 @@ impl Http2Clients {
 
     /// A client whose connection has a stream free, and that stream.
     pub fn checkout(&self) -> (reqwest::Client, Stream) {
-        let mut connections = self.lock();
-        let free = connections
-            .iter()
-            .position(|c| c.open.load(Ordering::Acquire) < self.per_connection);
-        let index = match free {
-            Some(i) => i,
-            None => {
-                connections.push(Connection {
-                    client: (self.build)(),
-                    open: Arc::default(),
-                });
-                connections.len() - 1
-            }
-        };
+        if let Some(taken) = self.take_free() {
+            return taken;
+        }
 
-        let connection = &connections[index];
+        // Building a client reads the system's CA certificates: not under the lock.
+        let client = (self.build)();
+        let open = Arc::new(AtomicUsize::new(1));
+        let stream = Stream { open: open.clone() };
+        self.lock().push(Connection {
+            client: client.clone(),
+            open,
+        });
+        (client, stream)
+    }
+
+    fn take_free(&self) -> Option<(reqwest::Client, Stream)> {
+        let connections = self.lock();
+        let connection = connections
+            .iter()
+            .find(|c| c.open.load(Ordering::Acquire) < self.per_connection)?;
+
         connection.open.fetch_add(1, Ordering::AcqRel);
         let stream = Stream {
             open: connection.open.clone(),
         };
-        (connection.client.clone(), stream)
+        Some((connection.client.clone(), stream))
     }
 
     /// Clients made so far, one connection each per server.

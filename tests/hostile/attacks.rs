@@ -1000,14 +1000,15 @@ async fn serve_with_timeout(rig: &Rig, limit: Duration) -> (SocketAddr, String) 
     (addr, rig.host.clone())
 }
 
-/// Slowloris: a client that sends half a request head and then nothing is cut once the
-/// header timeout has passed, while other clients are served.
+/// Slowloris: a client that sends half a request head and then nothing, or nothing at
+/// all, is cut once the header timeout has passed, while other clients are served.
 #[tokio::test]
 async fn a_trickled_request_head_is_cut_at_the_header_timeout() {
     let limit = Duration::from_millis(500);
     let rig = Rig::over(TestServer::start(json!({}), None).await, hermetic_cimd());
     let (addr, host) = serve_with_timeout(&rig, limit).await;
 
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
     let started = std::time::Instant::now();
     let half = format!("GET /.well-known/oauth-authorization-server HTTP/1.1\r\nhost: {host}\r\n");
@@ -1037,6 +1038,12 @@ async fn a_trickled_request_head_is_cut_at_the_header_timeout() {
         !rest.contains(" 200 "),
         "the half-sent request was answered: {rest}"
     );
+
+    // A connection that never sends a byte is cut the same way.
+    let mut nothing = Vec::new();
+    let closed = tokio::time::timeout(crate::support::WAIT, silent.read_to_end(&mut nothing));
+    assert!(closed.await.is_ok(), "a silent connection was never cut");
+    assert!(nothing.is_empty());
 }
 
 /// Sends the head of a request and part of its body, then nothing more; the answer, or
