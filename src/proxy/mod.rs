@@ -2,16 +2,15 @@
 //! connector's MCP server, streaming both ways; anything else gets the RFC 6750 challenge
 //! that starts a client's login (RFC 9728 5.1).
 
+pub mod http2;
+
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::{Body, HttpBody};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-
-pub mod http2;
-
-use std::time::Duration;
 
 use crate::oauth::access_token::{AccessClaims, TokenProblem, verify};
 use crate::oauth::{AppState, ErrorCode, OAuthError, Served};
@@ -108,12 +107,13 @@ pub fn client(http2: bool) -> reqwest::Client {
         .connect_timeout(Duration::from_secs(5))
         .pool_idle_timeout(Duration::from_secs(60))
         .tcp_nodelay(true);
-    let builder = match http2 {
-        true => builder
+    let builder = if http2 {
+        builder
             .http2_prior_knowledge()
             .http2_keep_alive_interval(Duration::from_secs(30))
-            .http2_keep_alive_while_idle(true),
-        false => builder,
+            .http2_keep_alive_while_idle(true)
+    } else {
+        builder
     };
     builder.build().unwrap_or_default()
 }
@@ -238,12 +238,11 @@ async fn forward(
     let (parts, body) = request.into_parts();
     let server = &served.connector.settings.mcp_server;
     let headers = forwarded_headers(&parts.headers, &claims);
-    let (http, stream) = match server.http2 {
-        true => {
-            let (client, stream) = state.proxy_http2.checkout();
-            (client, Some(stream))
-        }
-        false => (state.proxy_http.clone(), None),
+    let (http, stream) = if server.http2 {
+        let (client, stream) = state.proxy_http2.checkout();
+        (client, Some(stream))
+    } else {
+        (state.proxy_http.clone(), None)
     };
 
     // The body streams through as it arrives; nothing is collected first.
