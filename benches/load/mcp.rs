@@ -17,53 +17,54 @@ use crate::client::{Body, Conn, Conn2, Samples, request};
 const PROTOCOL: &str = "2025-06-18";
 const ACCEPT: &str = "application/json, text/event-stream";
 
-/// Starts the `whoami` MCP server on a runtime of its own threads; its address.
-pub fn upstream() -> SocketAddr {
+/// Runs `serve` on a runtime of two threads of its own, named `name`, as the operator has;
+/// the address `serve` sends once it listens.
+fn on_own_runtime<F, Fut>(name: &str, serve: F) -> SocketAddr
+where
+    F: FnOnce(std::sync::mpsc::Sender<SocketAddr>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
     let (tx, rx) = std::sync::mpsc::channel();
+    let name = name.to_string();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
-            .thread_name("whoami")
+            .thread_name(name)
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(async move {
-            let (addr, task) = mcp_connector::dev::whoami::spawn().await.unwrap();
-            tx.send(addr).unwrap();
-            let _ = task.await;
-        });
+        rt.block_on(serve(tx));
     });
     rx.recv().unwrap()
+}
+
+/// Starts the `whoami` MCP server on a runtime of its own threads; its address.
+pub fn upstream() -> SocketAddr {
+    on_own_runtime("whoami", |tx| async move {
+        let (addr, task) = mcp_connector::dev::whoami::spawn().await.unwrap();
+        tx.send(addr).unwrap();
+        let _ = task.await;
+    })
 }
 
 /// A bare TCP relay in front of `up`, on a runtime of two threads as the operator has:
 /// the least any proxy costs on this machine, one more hop of sockets and wake-ups with no
 /// HTTP, no token and no copy of headers. Its address.
 pub fn relay(up: SocketAddr) -> SocketAddr {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("relay")
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(up).await else {
-                        return;
-                    };
-                    let _ = inbound.set_nodelay(true);
-                    let _ = outbound.set_nodelay(true);
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                });
-            }
-        });
-    });
-    rx.recv().unwrap()
+    on_own_runtime("relay", move |tx| async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        tx.send(listener.local_addr().unwrap()).unwrap();
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(up).await else {
+                    return;
+                };
+                let _ = inbound.set_nodelay(true);
+                let _ = outbound.set_nodelay(true);
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            });
+        }
+    })
 }
 
 /// Where requests go: straight to the MCP server, or through `/mcp` with a token.

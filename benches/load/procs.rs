@@ -147,16 +147,9 @@ pub async fn dev(name: &str, mcp_server: Option<&str>, http2: bool) -> (Proc, So
     if http2 {
         cmd.arg("--mcp-server-http2");
     }
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(log_file(&dir, "stdout.log"))
-        .stderr(log_file(&dir, "stderr.log"))
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let pid = child.id().unwrap();
+    let proc = spawn(&mut cmd, &dir);
     wait_listening(addr, "mcp-connector dev").await;
-    (Proc { child, pid }, addr)
+    (proc, addr)
 }
 
 /// The command of LOAD_WRAP that the server runs under when profiling: valgrind or perf.
@@ -182,16 +175,9 @@ pub async fn memory_server(name: &str, mcp_server: Option<&str>) -> (Proc, Socke
     };
     cmd.args(["--serve", &addr.to_string()]);
     cmd.args(mcp_server);
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(log_file(&dir, "stdout.log"))
-        .stderr(log_file(&dir, "stderr.log"))
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let pid = child.id().unwrap();
+    let proc = spawn(&mut cmd, &dir);
     wait_listening(addr, "the in-memory OAuth server").await;
-    (Proc { child, pid }, addr)
+    (proc, addr)
 }
 
 /// The node peer (`bench/peer.mjs`); its issuer is `http://<addr>`.
@@ -235,16 +221,22 @@ pub fn run(api_url: &str, namespace: &str, listen: SocketAddr, admin: SocketAddr
     );
     std::fs::write(&kubeconfig, config).unwrap();
 
-    let child = Command::new(BIN)
-        .args(["run", "--namespace", namespace])
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--namespace", namespace])
         .args(["--listen", &listen.to_string()])
         .args(["--admin-listen", &admin.to_string()])
         .env("KUBECONFIG", &kubeconfig)
         .env("POD_NAME", "mcp-connector-0")
-        .env("POD_NAMESPACE", namespace)
+        .env("POD_NAMESPACE", namespace);
+    spawn(&mut cmd, &dir)
+}
+
+/// Starts `cmd` with no input and its output logged into `dir`, killed when dropped.
+fn spawn(cmd: &mut Command, dir: &Path) -> Proc {
+    let child = cmd
         .stdin(Stdio::null())
-        .stdout(log_file(&dir, "stdout.log"))
-        .stderr(log_file(&dir, "stderr.log"))
+        .stdout(log_file(dir, "stdout.log"))
+        .stderr(log_file(dir, "stderr.log"))
         .kill_on_drop(true)
         .spawn()
         .unwrap();
