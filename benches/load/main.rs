@@ -47,6 +47,9 @@ fn main() {
         let mcp_server = args.get(i + 2).map(String::as_str);
         return serve::main(&args[i + 1], mcp_server);
     }
+    if let Some(i) = args.iter().position(|a| a == "--floor") {
+        return serve::floor_main(&args[i + 1]);
+    }
     let only = args
         .iter()
         .position(|a| a == "--only")
@@ -281,6 +284,39 @@ async fn token_runs(server: Server, proc: &procs::Proc, codes: usize) -> TokenRu
     }
 }
 
+/// The floor under `/token` here: the product's HTTP server (`serve` and an axum router)
+/// answering each form with a token response and nothing else, and the same signing an
+/// access token per request, from the same driver. The forms are as long as real ones:
+/// real codes of `ours`, which the floor reads and ignores. Each run, its server CPU per
+/// request.
+async fn floor_runs(ours: std::net::SocketAddr) -> Vec<(&'static str, Samples, Duration)> {
+    let client = oauth::register(&Server::ours(ours)).await;
+    let codes = oauth::codes(&client, OUR_CODES, 8).await;
+    let (proc, addr) = procs::floor_server().await;
+    let mut runs = Vec::new();
+    for (label, path) in [
+        ("a form answered with a token response made once", "/fixed"),
+        (
+            "a form answered after signing an ES256 access token",
+            "/signed",
+        ),
+    ] {
+        let floor = oauth::Client {
+            server: Server {
+                token: path,
+                ..Server::ours(addr)
+            },
+            ..client.clone()
+        };
+        oauth::redeem_all(&floor, codes[..500].to_vec(), TOKEN_WORKERS).await;
+        let cpu = proc.cpu();
+        let run = oauth::redeem_all(&floor, codes.clone(), TOKEN_WORKERS).await;
+        let per = (proc.cpu() - cpu) / u32::try_from(run.micros.len().max(1)).unwrap();
+        runs.push((label, run, per));
+    }
+    runs
+}
+
 async fn token_phase(report: &mut Report) {
     let mint = mint_time();
     let cores = cores();
@@ -300,6 +336,7 @@ async fn token_phase(report: &mut Report) {
     }
     let (ours_proc, ours_addr) = procs::memory_server("token", None).await;
     let mut ours = token_runs(Server::ours(ours_addr), &ours_proc, OUR_CODES).await;
+    let floors = floor_runs(ours_addr).await;
     drop(ours_proc);
     let (dev_proc, dev_addr) = procs::dev("token-dev", None, false).await;
     let mut dev = token_runs(Server::ours(dev_addr), &dev_proc, DEV_CODES).await;
@@ -394,6 +431,26 @@ async fn token_phase(report: &mut Report) {
             ));
         }
     }
+    let ours_code = ours.code.rate();
+    for (label, mut run, cpu) in floors {
+        let rate = run.rate();
+        report.row(
+            &format!("floor under `/token`: {label}, {TOKEN_WORKERS} connections"),
+            format!(
+                "{} (p50 {}), {:.0} µs server CPU each",
+                per_s(rate),
+                ms(run.quantile_ms(0.5)),
+                cpu.as_secs_f64() * 1e6
+            ),
+            "n/a".into(),
+            format!("ours at {:.0} % of it", ours_code / rate * 100.0),
+            "",
+            String::new(),
+        );
+        if run.errors > 0 {
+            report.note(format!("floor, {label}: {} errors", run.errors));
+        }
+    }
     report.row(
         "resident memory before / after the `/token` runs",
         format!("{} / {}", mib(ours.rss_idle), mib(ours.rss_after)),
@@ -466,6 +523,15 @@ async fn mcp_phase(report: &mut Report) {
             None,
             mcp::Target {
                 addr: mcp::relay(up),
+                path: "/mcp".into(),
+                bearer: None,
+            },
+        ),
+        (
+            "a bare hyper HTTP/1.1 proxy (the floor of an HTTP proxy here)",
+            None,
+            mcp::Target {
+                addr: mcp::http_relay(up),
                 path: "/mcp".into(),
                 bearer: None,
             },

@@ -160,6 +160,15 @@ pub fn wrapper() -> Option<Vec<String>> {
 
 /// This bench re-executed as the OAuth server with in-memory grant state (see `serve.rs`).
 pub async fn memory_server(name: &str, mcp_server: Option<&str>) -> (Proc, SocketAddr) {
+    reexec(name, "--serve", mcp_server, "the in-memory OAuth server").await
+}
+
+/// This bench re-executed as the floor under `/token` (see `serve::floor_main`).
+pub async fn floor_server() -> (Proc, SocketAddr) {
+    reexec("token-floor", "--floor", None, "the floor server").await
+}
+
+async fn reexec(name: &str, flag: &str, extra: Option<&str>, what: &str) -> (Proc, SocketAddr) {
     let dir = workdir(name);
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let exe = std::env::current_exe().unwrap();
@@ -173,10 +182,10 @@ pub async fn memory_server(name: &str, mcp_server: Option<&str>) -> (Proc, Socke
         }
         _ => Command::new(exe),
     };
-    cmd.args(["--serve", &addr.to_string()]);
-    cmd.args(mcp_server);
+    cmd.args([flag, &addr.to_string()]);
+    cmd.args(extra);
     let proc = spawn(&mut cmd, &dir);
-    wait_listening(addr, "the in-memory OAuth server").await;
+    wait_listening(addr, what).await;
     (proc, addr)
 }
 

@@ -62,3 +62,74 @@ async fn serve(listen: SocketAddr, mcp_server: Option<&str>) {
     let stop = mcp_connector::run::shutdown_signal();
     mcp_connector::serve::serve(listener, router(state), stop).await;
 }
+
+/// The floor under `/token` on this machine, re-executed as `--floor ADDR`: the product's
+/// `serve` and an axum router of two routes that read the form and answer as `/token` does.
+/// `POST /fixed` answers with one token response made at start; `POST /signed` signs an
+/// access token for each request first, as `/token` must. Everything `/token` does beyond
+/// that (grants, sealing, checks) is left out.
+pub fn floor_main(listen: &str) {
+    let listen: SocketAddr = listen.parse().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(floor(listen));
+}
+
+async fn floor(listen: SocketAddr) {
+    use axum::routing::post;
+    use mcp_connector::oauth::access_token::{AccessClaims, mint};
+
+    let now = jiff::Timestamp::now();
+    let set = |kind: KeyKind| Keyset {
+        keys: vec![kind.generate(now).unwrap()],
+    };
+    let keys = Arc::new(Keys::from_keysets(&set(KeyKind::Seal), &set(KeyKind::Signing)).unwrap());
+    let claims = Arc::new(AccessClaims {
+        iss: format!("http://{listen}"),
+        aud: format!("http://{listen}/mcp"),
+        sub: "alice@example.com".into(),
+        exp: now.as_second() + 3600,
+        iat: now.as_second(),
+        jti: "0123456789abcdef".into(),
+        client_id: "c".repeat(180),
+        scope: "mcp".into(),
+        preferred_username: "alice@example.com".into(),
+        groups: Vec::new(),
+        gid: "0123456789abcdef0123".into(),
+    });
+    // A refresh token as long as a sealed one.
+    let refresh = "r".repeat(220);
+    let answer = move |access: &str| {
+        serde_json::json!({
+            "access_token": access,
+            "token_type": "Bearer",
+            "expires_in": 3600,
+            "refresh_token": refresh,
+            "scope": "mcp",
+        })
+        .to_string()
+    };
+    let fixed = answer(&mint(&keys, &claims).unwrap());
+
+    let json = |body: String| ([(http::header::CONTENT_TYPE, "application/json")], body);
+    let app = axum::Router::new()
+        .route(
+            "/fixed",
+            post(move |_form: String| {
+                let fixed = fixed.clone();
+                async move { json(fixed) }
+            }),
+        )
+        .route(
+            "/signed",
+            post(move |_form: String| {
+                let (keys, claims, answer) = (keys.clone(), claims.clone(), answer.clone());
+                async move { json(answer(&mint(&keys, &claims).unwrap())) }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
+    let stop = mcp_connector::run::shutdown_signal();
+    mcp_connector::serve::serve(listener, app, stop).await;
+}
