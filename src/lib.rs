@@ -15,6 +15,7 @@ pub mod dev;
 pub mod grants;
 pub mod keys;
 pub mod leader;
+pub mod logging;
 pub mod metrics;
 pub mod oauth;
 pub mod proxy;

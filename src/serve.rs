@@ -93,8 +93,10 @@ pub async fn serve_with(
         }
 
         let app = app.clone();
+        let (upstreams, driver) = crate::proxy::local::pair();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
+            request.extensions_mut().insert(upstreams.clone());
             app.clone().oneshot(request)
         });
         let (builder, watcher) = (builder.clone(), graceful.watcher());
@@ -108,9 +110,16 @@ pub async fn serve_with(
                 return;
             }
 
+            // The connection's task also drives the connections `/mcp` opens to the MCP
+            // server for it (`proxy::local`), and drops them when it ends.
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(socket), service);
-            if let Err(e) = watcher.watch(connection.into_owned()).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            tokio::select! {
+                served = watcher.watch(connection.into_owned()) => {
+                    if let Err(e) = served {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                }
+                () = driver.run() => {}
             }
         });
     }

@@ -77,6 +77,7 @@ async fn a_whole_login_writes_no_secret_to_any_log_line() {
     tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
         .with_ansi(false)
+        .fmt_fields(mcp_connector::logging::text_fields())
         .with_writer(move || writer.clone())
         .try_init()
         .unwrap();
@@ -226,6 +227,23 @@ async fn a_whole_login_writes_no_secret_to_any_log_line() {
     let _ = answer.text().await;
     assert_eq!(call(format!("{access2}x")).await.status(), 401);
 
+    // Input that would forge a log line or drive the reader's terminal, if written raw.
+    const FORGED: &str = "\n2026-12-03T16:00:00.000000Z  INFO FORGED tokens issued user=admin";
+    let (status, _) = token(vec![
+        ("grant_type", format!("x{FORGED}\u{1b}[2J")),
+        ("client_id", client_id.clone()),
+        ("client_secret", client_secret.clone()),
+    ])
+    .await;
+    assert_eq!(status, 400);
+    let refused = client
+        .post(format!("{base}/register"))
+        .json(&json!({"redirect_uris": [format!("http://127.0.0.1:5000/cb{FORGED}")]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+
     // What must not appear: every key in the state folder, and everything above.
     let mut secrets: Vec<(&str, String)> = vec![
         ("dev password", password.clone()),
@@ -269,6 +287,23 @@ async fn a_whole_login_writes_no_secret_to_any_log_line() {
     assert!(
         logs.contains("user signed in"),
         "the login was not logged at all"
+    );
+
+    assert!(
+        logs.contains("FORGED"),
+        "the forging attempts were not logged, so the check below proves nothing"
+    );
+    let forged: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("Z  INFO FORGED"))
+        .collect();
+    assert!(
+        forged.iter().all(|l| !l.starts_with("2026-12-03T16:00:00")),
+        "a client started a log line of its own: {forged:?}"
+    );
+    assert!(
+        !logs.contains('\u{1b}'),
+        "an escape sequence reached the log"
     );
 
     let mut leaks = Vec::new();

@@ -1202,3 +1202,228 @@ async fn open_event_streams_over_http2_never_make_a_call_wait() {
     assert_eq!(connections.load(Ordering::SeqCst), 2);
     drop(streams);
 }
+
+/// An HTTP/1.1 MCP server double that answers every POST with `answered` and every GET with
+/// an event stream that never ends; its URL, and a watch of how many connections it has
+/// accepted and how many are still open.
+async fn counting_server() -> (String, tokio::sync::watch::Receiver<(usize, usize)>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let (counts, watch) = tokio::sync::watch::channel((0, 0));
+    let counts = std::sync::Arc::new(counts);
+    let stream = || async {
+        let open = Ok::<_, std::convert::Infallible>(bytes::Bytes::from_static(b": open\n\n"));
+        let events =
+            futures::StreamExt::chain(futures::stream::iter([open]), futures::stream::pending());
+        (
+            [("content-type", "text/event-stream")],
+            axum::body::Body::from_stream(events),
+        )
+    };
+    let app = axum::Router::new().route(
+        "/mcp",
+        axum::routing::post(|| async { "answered" }).get(stream),
+    );
+    tokio::spawn(async move {
+        loop {
+            let (socket, _) = listener.accept().await.unwrap();
+            counts.send_modify(|(accepted, open)| {
+                *accepted += 1;
+                *open += 1;
+            });
+            let service = hyper_util::service::TowerToHyperService::new(app.clone());
+            let counts = counts.clone();
+            tokio::spawn(async move {
+                let io = hyper_util::rt::TokioIo::new(socket);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await;
+                counts.send_modify(|(_, open)| *open -= 1);
+            });
+        }
+    });
+    (url, watch)
+}
+
+async fn call(client: &reqwest::Client, s: &TestServer, token: &str) -> String {
+    let r = client
+        .post(s.url("/mcp"))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.text().await.unwrap()
+}
+
+/// Each client connection has its own connection to the MCP server, reused for each of its
+/// calls and closed when the client leaves.
+#[tokio::test]
+async fn a_client_connection_has_one_connection_to_the_mcp_server_until_it_leaves() {
+    let (backend, mut counts) = counting_server().await;
+    let s = TestServer::start(json!({"mcpServer": {"url": backend}}), None).await;
+    let (_, tokens) = login(&s, CLI_REDIRECT).await;
+
+    let first = reqwest::Client::new();
+    for _ in 0..3 {
+        assert_eq!(call(&first, &s, &tokens.access).await, "answered");
+    }
+    assert_eq!(*counts.borrow(), (1, 1));
+
+    drop(first);
+    let closed = counts.wait_for(|&(_, open)| open == 0);
+    tokio::time::timeout(WAIT, closed)
+        .await
+        .expect("the MCP server connection outlived its client")
+        .unwrap();
+
+    let second = reqwest::Client::new();
+    for _ in 0..2 {
+        assert_eq!(call(&second, &s, &tokens.access).await, "answered");
+    }
+    assert_eq!(*counts.borrow(), (2, 1));
+}
+
+/// Calls made at once on one HTTP/2 client connection each get an answer, over
+/// connections to the MCP server of their own, which close with the client.
+#[tokio::test]
+async fn concurrent_calls_on_one_http2_client_connection_are_all_answered() {
+    let (backend, mut counts) = counting_server().await;
+    let s = TestServer::start(json!({"mcpServer": {"url": backend}}), None).await;
+    let (_, tokens) = login(&s, CLI_REDIRECT).await;
+
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let calls = (0..20).map(|_| call(&client, &s, &tokens.access));
+    let answers = futures::future::join_all(calls).await;
+    assert!(answers.iter().all(|a| a == "answered"), "{answers:?}");
+    let (accepted, _) = *counts.borrow();
+    assert!((1..=20).contains(&accepted), "{accepted} connections");
+
+    drop(client);
+    let closed = counts.wait_for(|&(_, open)| open == 0);
+    tokio::time::timeout(WAIT, closed)
+        .await
+        .expect("MCP server connections outlived their client")
+        .unwrap();
+}
+
+/// An MCP server that closes each connection after one answer, with no `Connection: close`
+/// to say so, still answers every call of a client that keeps its connection to us.
+#[tokio::test]
+async fn a_connection_the_mcp_server_closed_is_replaced_without_failing_a_call() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+
+            // The head and the two-byte body of one request, then one answer, then close.
+            let mut read = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !read.windows(4).any(|w| w == b"\r\n\r\n") || !read.ends_with(b"{}") {
+                let n = socket.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the request ended early");
+                read.extend_from_slice(&buf[..n]);
+            }
+            let answer = "HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nanswered";
+            socket.write_all(answer.as_bytes()).await.unwrap();
+        }
+    });
+    let s = TestServer::start(json!({"mcpServer": {"url": backend}}), None).await;
+    let (_, tokens) = login(&s, CLI_REDIRECT).await;
+
+    let client = reqwest::Client::new();
+    for _ in 0..10 {
+        assert_eq!(call(&client, &s, &tokens.access).await, "answered");
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 10);
+}
+
+/// An event stream through `/mcp` ends at the MCP server when its client goes away.
+#[tokio::test]
+async fn an_event_stream_ends_at_the_mcp_server_when_its_client_leaves() {
+    let (backend, mut counts) = counting_server().await;
+    let s = TestServer::start(json!({"mcpServer": {"url": backend}}), None).await;
+    let (_, tokens) = login(&s, CLI_REDIRECT).await;
+
+    let client = reqwest::Client::new();
+    let mut stream = client
+        .get(s.url("/mcp"))
+        .bearer_auth(&tokens.access)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert_eq!(stream.headers()["x-accel-buffering"], "no");
+    let first = stream.chunk().await.unwrap().unwrap();
+    assert_eq!(&first[..], b": open\n\n");
+    assert_eq!(*counts.borrow(), (1, 1));
+
+    drop(stream);
+    drop(client);
+    let closed = counts.wait_for(|&(_, open)| open == 0);
+    tokio::time::timeout(WAIT, closed)
+        .await
+        .expect("the event stream outlived its client")
+        .unwrap();
+}
+
+/// The head of a POST to `/mcp` declaring a body over the limit, sent alone on a socket;
+/// the answer's status and body. Nothing past the head is sent, so the server must judge
+/// on the head.
+async fn post_head_over_limit(s: &TestServer, bearer: Option<&str>) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut socket = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let authorization = bearer.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n{authorization}\
+         content-length: {}\r\nconnection: close\r\n\r\n",
+        s.addr,
+        mcp_connector::proxy::MAX_MCP_BODY + 1
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, socket.read_to_end(&mut answer))
+        .await
+        .expect("no answer to the head alone")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer[9..12].parse().unwrap();
+    let body = answer
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    (status, body)
+}
+
+/// A body declared over the limit is refused as JSON, and nothing reaches the MCP server;
+/// without a token, the challenge comes first.
+#[tokio::test]
+async fn an_mcp_body_over_the_limit_gets_a_json_413_after_the_token_check() {
+    let (backend, counts) = counting_server().await;
+    let s = TestServer::start(json!({"mcpServer": {"url": backend}}), None).await;
+    let (_, tokens) = login(&s, CLI_REDIRECT).await;
+
+    let (status, _) = post_head_over_limit(&s, None).await;
+    assert_eq!(status, 401);
+
+    let (status, body) = post_head_over_limit(&s, Some(&tokens.access)).await;
+    assert_eq!(status, 413, "{body}");
+    let error: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["error"], "invalid_request", "{error}");
+    assert_eq!(counts.borrow().0, 0, "the MCP server was called");
+}

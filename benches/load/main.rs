@@ -273,10 +273,9 @@ async fn token_runs(server: Server, proc: &procs::Proc, codes: usize) -> TokenRu
     let refresh = oauth::refresh_all(&client, pool, TOKEN_WORKERS).await;
     let cpu_refresh = proc.cpu() - cpu;
 
-    let per = |cpu: Duration, n: usize| cpu / u32::try_from(n.max(1)).unwrap_or(u32::MAX);
     TokenRuns {
-        cpu_per_code: per(cpu_code, code.micros.len()),
-        cpu_per_refresh: per(cpu_refresh, refresh.micros.len()),
+        cpu_per_code: per_request(cpu_code, code.micros.len()),
+        cpu_per_refresh: per_request(cpu_refresh, refresh.micros.len()),
         code,
         refresh,
         rss_idle,
@@ -284,15 +283,24 @@ async fn token_runs(server: Server, proc: &procs::Proc, codes: usize) -> TokenRu
     }
 }
 
-/// The floor under `/token` here: the product's HTTP server (`serve` and an axum router)
-/// answering each form with a token response and nothing else, and the same signing an
-/// access token per request, from the same driver. The forms are as long as real ones:
-/// real codes of `ours`, which the floor reads and ignores. Each run, its server CPU per
-/// request.
-async fn floor_runs(ours: std::net::SocketAddr) -> Vec<(&'static str, Samples, Duration)> {
+/// One run against the floor server (`serve::floor_main`).
+struct FloorRun {
+    label: &'static str,
+    samples: Samples,
+    cpu_per_request: Duration,
+}
+
+/// Two floors under `/token` here, from the same driver: the product's `serve` and an
+/// axum router that parse each form and answer with a token response made once, and the
+/// same signing an access token per request. They leave out the rest of `/token`: the
+/// product's middleware, the grant state, sealing, the checks and the log line. The forms
+/// are as long as real ones: each carries a real code of `ours`, which the floor ignores.
+async fn floor_runs(ours: std::net::SocketAddr) -> Vec<FloorRun> {
     let client = oauth::register(&Server::ours(ours)).await;
-    let codes = oauth::codes(&client, OUR_CODES, 8).await;
+    let code = oauth::codes(&client, 1, 1).await.remove(0);
+    let codes = vec![code; OUR_CODES];
     let (proc, addr) = procs::floor_server().await;
+
     let mut runs = Vec::new();
     for (label, path) in [
         ("a form answered with a token response made once", "/fixed"),
@@ -301,20 +309,30 @@ async fn floor_runs(ours: std::net::SocketAddr) -> Vec<(&'static str, Samples, D
             "/signed",
         ),
     ] {
-        let floor = oauth::Client {
+        let floor_client = oauth::Client {
             server: Server {
                 token: path,
                 ..Server::ours(addr)
             },
             ..client.clone()
         };
-        oauth::redeem_all(&floor, codes[..500].to_vec(), TOKEN_WORKERS).await;
+        oauth::redeem_all(&floor_client, codes[..500].to_vec(), TOKEN_WORKERS).await;
+
         let cpu = proc.cpu();
-        let run = oauth::redeem_all(&floor, codes.clone(), TOKEN_WORKERS).await;
-        let per = (proc.cpu() - cpu) / u32::try_from(run.micros.len().max(1)).unwrap();
-        runs.push((label, run, per));
+        let samples = oauth::redeem_all(&floor_client, codes.clone(), TOKEN_WORKERS).await;
+        let cpu_per_request = per_request(proc.cpu() - cpu, samples.micros.len());
+        runs.push(FloorRun {
+            label,
+            samples,
+            cpu_per_request,
+        });
     }
     runs
+}
+
+/// `cpu` shared out over `n` requests.
+fn per_request(cpu: Duration, n: usize) -> Duration {
+    cpu / u32::try_from(n.max(1)).unwrap_or(u32::MAX)
 }
 
 async fn token_phase(report: &mut Report) {
@@ -431,24 +449,30 @@ async fn token_phase(report: &mut Report) {
             ));
         }
     }
-    let ours_code = ours.code.rate();
-    for (label, mut run, cpu) in floors {
-        let rate = run.rate();
+    let ours_code_rate = ours.code.rate();
+    for mut floor in floors {
+        let rate = floor.samples.rate();
         report.row(
-            &format!("floor under `/token`: {label}, {TOKEN_WORKERS} connections"),
+            &format!(
+                "floor under `/token`: {}, {TOKEN_WORKERS} connections",
+                floor.label
+            ),
             format!(
                 "{} (p50 {}), {:.0} µs server CPU each",
                 per_s(rate),
-                ms(run.quantile_ms(0.5)),
-                cpu.as_secs_f64() * 1e6
+                ms(floor.samples.quantile_ms(0.5)),
+                floor.cpu_per_request.as_secs_f64() * 1e6
             ),
             "n/a".into(),
-            format!("ours at {:.0} % of it", ours_code / rate * 100.0),
+            format!("ours at {:.0} % of it", ours_code_rate / rate * 100.0),
             "",
             String::new(),
         );
-        if run.errors > 0 {
-            report.note(format!("floor, {label}: {} errors", run.errors));
+        if floor.samples.errors > 0 {
+            report.note(format!(
+                "floor, {}: {} errors",
+                floor.label, floor.samples.errors
+            ));
         }
     }
     report.row(

@@ -94,7 +94,11 @@ pub fn http_relay(up: SocketAddr) -> SocketAddr {
                 let sender = Arc::new(tokio::sync::Mutex::new(sender));
                 let forward = service_fn(move |req: http::Request<Incoming>| {
                     let sender = sender.clone();
-                    async move { sender.lock().await.send_request(req).await }
+                    async move {
+                        let mut sender = sender.lock().await;
+                        sender.ready().await?;
+                        sender.send_request(req).await
+                    }
                 });
                 let downstream = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(inbound), forward);

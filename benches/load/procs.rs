@@ -168,7 +168,14 @@ pub async fn floor_server() -> (Proc, SocketAddr) {
     reexec("token-floor", "--floor", None, "the floor server").await
 }
 
-async fn reexec(name: &str, flag: &str, extra: Option<&str>, what: &str) -> (Proc, SocketAddr) {
+/// This bench started again as `<flag> ADDR [MCP_SERVER_URL]`, logging into the phase folder
+/// `name`; once it listens, the process and its address.
+async fn reexec(
+    name: &str,
+    flag: &str,
+    mcp_server: Option<&str>,
+    what: &str,
+) -> (Proc, SocketAddr) {
     let dir = workdir(name);
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let exe = std::env::current_exe().unwrap();
@@ -183,7 +190,7 @@ async fn reexec(name: &str, flag: &str, extra: Option<&str>, what: &str) -> (Pro
         _ => Command::new(exe),
     };
     cmd.args([flag, &addr.to_string()]);
-    cmd.args(extra);
+    cmd.args(mcp_server);
     let proc = spawn(&mut cmd, &dir);
     wait_listening(addr, what).await;
     (proc, addr)

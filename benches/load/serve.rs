@@ -63,11 +63,11 @@ async fn serve(listen: SocketAddr, mcp_server: Option<&str>) {
     mcp_connector::serve::serve(listener, router(state), stop).await;
 }
 
-/// The floor under `/token` on this machine, re-executed as `--floor ADDR`: the product's
-/// `serve` and an axum router of two routes that read the form and answer as `/token` does.
-/// `POST /fixed` answers with one token response made at start; `POST /signed` signs an
-/// access token for each request first, as `/token` must. Everything `/token` does beyond
-/// that (grants, sealing, checks) is left out.
+/// The floor under `/token` on this machine, started as `--floor ADDR`: the product's `serve`
+/// and an axum router of two routes that parse the form and answer with a token response,
+/// with the headers `/token` sends. `POST /fixed` answers with one response made at start;
+/// `POST /signed` signs an access token for each request first, as `/token` must. It logs
+/// nothing, and leaves out the rest of `/token` (see `floor_runs`).
 pub fn floor_main(listen: &str) {
     let listen: SocketAddr = listen.parse().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -78,9 +78,12 @@ pub fn floor_main(listen: &str) {
 }
 
 async fn floor(listen: SocketAddr) {
+    use axum::Form;
     use axum::routing::post;
     use mcp_connector::oauth::access_token::{AccessClaims, mint};
+    use std::collections::HashMap;
 
+    // The claims of `mint_time`, with this server as the issuer.
     let now = jiff::Timestamp::now();
     let set = |kind: KeyKind| Keyset {
         keys: vec![kind.generate(now).unwrap()],
@@ -96,39 +99,46 @@ async fn floor(listen: SocketAddr) {
         client_id: "c".repeat(180),
         scope: "mcp".into(),
         preferred_username: "alice@example.com".into(),
-        groups: Vec::new(),
+        groups: vec!["sre".into(), "dev".into()],
         gid: "0123456789abcdef0123".into(),
     });
-    // A refresh token as long as a sealed one.
+
+    // The headers `/token` answers with, and a refresh token as long as a sealed one.
+    const HEADERS: [(http::HeaderName, &str); 3] = [
+        (http::header::CONTENT_TYPE, "application/json"),
+        (http::header::CACHE_CONTROL, "no-store"),
+        (http::header::PRAGMA, "no-cache"),
+    ];
     let refresh = "r".repeat(220);
     let answer = move |access: &str| {
-        serde_json::json!({
+        let body = serde_json::json!({
             "access_token": access,
             "token_type": "Bearer",
             "expires_in": 3600,
             "refresh_token": refresh,
             "scope": "mcp",
-        })
-        .to_string()
+        });
+        (HEADERS, body.to_string())
     };
     let fixed = answer(&mint(&keys, &claims).unwrap());
+    type Fields = Form<HashMap<String, String>>;
 
-    let json = |body: String| ([(http::header::CONTENT_TYPE, "application/json")], body);
     let app = axum::Router::new()
         .route(
             "/fixed",
-            post(move |_form: String| {
+            post(move |_form: Fields| {
                 let fixed = fixed.clone();
-                async move { json(fixed) }
+                async move { fixed }
             }),
         )
         .route(
             "/signed",
-            post(move |_form: String| {
+            post(move |_form: Fields| {
                 let (keys, claims, answer) = (keys.clone(), claims.clone(), answer.clone());
-                async move { json(answer(&mint(&keys, &claims).unwrap())) }
+                async move { answer(&mint(&keys, &claims).unwrap()) }
             }),
         );
+
     let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
     let stop = mcp_connector::run::shutdown_signal();
     mcp_connector::serve::serve(listener, app, stop).await;

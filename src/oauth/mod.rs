@@ -27,7 +27,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::base_url::BaseUrl;
 use crate::clock::Clock;
@@ -256,10 +255,7 @@ pub fn router(state: AppState) -> Router {
         .route("/revoke", post(revoke::revoke))
         // Only the routes above: /mcp is added after, so its event streams are not cut.
         .route_layer(middleware::from_fn_with_state(state.clone(), deadline))
-        .route(
-            "/mcp",
-            any(crate::proxy::mcp).layer(RequestBodyLimitLayer::new(crate::proxy::MAX_MCP_BODY)),
-        )
+        .route("/mcp", any(crate::proxy::mcp))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))

@@ -3,6 +3,7 @@
 //! that starts a client's login (RFC 9728 5.1).
 
 pub mod http2;
+pub mod local;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -183,12 +184,33 @@ pub async fn mcp(State(state): State<AppState>, served: Served, request: Request
             return e.into_response();
         }
     };
+    if let Some(refused) = too_large(request.headers()) {
+        return refused.into_response();
+    }
     let response = forward(&state, &served, claims, request).await;
     state
         .metrics
         .mcp_latency
         .observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// A request whose `Content-Length` is over [`MAX_MCP_BODY`] is refused before anything is
+/// sent on; a body sent in chunks is cut at that length instead (see `forward`).
+fn too_large(headers: &HeaderMap) -> Option<OAuthError> {
+    let length: u64 = headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()?;
+    (length > MAX_MCP_BODY as u64).then(|| {
+        let description = format!(
+            "the request body is larger than {} MiB",
+            MAX_MCP_BODY / (1024 * 1024)
+        );
+        OAuthError::invalid_request(description).with_status(StatusCode::PAYLOAD_TOO_LARGE)
+    })
 }
 
 fn forwarded_headers(incoming: &HeaderMap, claims: &AccessClaims) -> HeaderMap {
@@ -236,26 +258,34 @@ async fn forward(
     request: Request,
 ) -> Response {
     let (parts, body) = request.into_parts();
+    let body = Body::new(http_body_util::Limited::new(body, MAX_MCP_BODY));
     let server = &served.connector.settings.mcp_server;
     let headers = forwarded_headers(&parts.headers, &claims);
-    let (http, stream) = if server.http2 {
-        let (client, stream) = state.proxy_http2.checkout();
-        (client, Some(stream))
-    } else {
-        (state.proxy_http.clone(), None)
+    let local = parts
+        .extensions
+        .get::<local::Upstreams>()
+        .filter(|_| !server.http2 && server.url.scheme() == "http");
+
+    // The body streams through as it arrives; nothing is collected first. The answer's body
+    // passes through frame by frame, with its length and its end as the MCP server gave
+    // them (so that the end goes out with the last event); when the client goes away the
+    // body is dropped, which closes the upstream request too.
+    let answered = match local {
+        Some(upstreams) => {
+            let mut outgoing = http::Request::new(body);
+            *outgoing.method_mut() = parts.method;
+            *outgoing.uri_mut() = server.url.as_str().parse().unwrap_or_default();
+            *outgoing.headers_mut() = headers;
+            upstreams
+                .send(outgoing)
+                .await
+                .map(|r| r.map(Body::new))
+                .map_err(|e| e.to_string())
+        }
+        None => send_shared(state, server, parts.method, headers, body).await,
     };
-
-    // The body streams through as it arrives; nothing is collected first.
-    let mut outgoing = http
-        .request(parts.method.clone(), server.url.clone())
-        .headers(headers);
-    if !body.is_end_stream() {
-        outgoing = outgoing.body(reqwest::Body::wrap_stream(body.into_data_stream()));
-    }
-    let upstream = outgoing.send().await;
-
-    let upstream = match upstream {
-        Ok(r) => r,
+    let (upstream, body) = match answered {
+        Ok(r) => r.into_parts(),
         Err(e) => {
             tracing::warn!(connector = %served.connector.id, error = %e, "MCP server unreachable");
             return OAuthError::new(ErrorCode::BadGateway, "the MCP server is unreachable")
@@ -263,15 +293,6 @@ async fn forward(
         }
     };
 
-    // The body passes through frame by frame, with its length and its end as the MCP server
-    // gave them (so that the end goes out with the last event); when the client goes away
-    // the body is dropped, which closes the upstream request too. Over HTTP/2 it holds its
-    // stream's place on the connection until then.
-    let (upstream, body) = http::Response::<reqwest::Body>::from(upstream).into_parts();
-    let body = match stream {
-        Some(stream) => Body::new(http2::Counted::new(Body::new(body), stream)),
-        None => Body::new(body),
-    };
     let mut response = Response::new(body);
     *response.status_mut() = upstream.status;
     *response.headers_mut() = upstream.headers;
@@ -288,4 +309,35 @@ async fn forward(
         h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     }
     response
+}
+
+/// Sends a request through the shared clients: HTTP/2, `https://`, or a request that came
+/// in without a client connection of ours (a router called in process). Over HTTP/2 the
+/// answer's body holds its stream's place on the connection until it ends or is dropped.
+async fn send_shared(
+    state: &AppState,
+    server: &crate::settings::McpServer,
+    method: Method,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<http::Response<Body>, String> {
+    let (http, stream) = if server.http2 {
+        let (client, stream) = state.proxy_http2.checkout();
+        (client, Some(stream))
+    } else {
+        (state.proxy_http.clone(), None)
+    };
+
+    let mut outgoing = http.request(method, server.url.clone()).headers(headers);
+    if !body.is_end_stream() {
+        outgoing = outgoing.body(reqwest::Body::wrap_stream(body.into_data_stream()));
+    }
+    let upstream = outgoing.send().await.map_err(|e| e.to_string())?;
+
+    let (upstream, body) = http::Response::<reqwest::Body>::from(upstream).into_parts();
+    let body = match stream {
+        Some(stream) => Body::new(http2::Counted::new(Body::new(body), stream)),
+        None => Body::new(body),
+    };
+    Ok(http::Response::from_parts(upstream, body))
 }

@@ -1,0 +1,220 @@
+//! Connections to an `http://` MCP server that belong to one client connection, driven by
+//! that connection's own task.
+//!
+//! Through a shared pool (reqwest's), every upstream connection runs in a task of its own,
+//! so each answer crosses tasks, and often threads, once for its head and once per body
+//! frame: on this path that cost more CPU than the MCP server spent answering. Here the
+//! task that serves a client connection (see `serve`) also polls the upstream connections
+//! opened for it, so an answer is read and forwarded in one poll of one task.
+//!
+//! A client connection reuses its own upstream connections, one at a time per request it
+//! has open. They close when it does, and so do their event streams. HTTP/2 toward the MCP
+//! server and `https://` MCP servers go through the shared clients instead.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, Request, Response, Uri, header};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+/// How long opening a connection to the MCP server may take, as for the shared clients.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Idle upstream connections one client connection keeps. An HTTP/1.1 client has one
+/// request open at a time; an HTTP/2 client may have more, and any beyond this close when
+/// their answer ends.
+const MAX_IDLE: usize = 4;
+
+type Driven = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The upstream connections of one client connection, in its requests' extensions.
+#[derive(Clone)]
+pub struct Upstreams {
+    idle: Arc<Mutex<VecDeque<Idle>>>,
+    drive: mpsc::UnboundedSender<Driven>,
+}
+
+struct Idle {
+    authority: String,
+    sender: SendRequest<Body>,
+}
+
+/// What polls a client connection's upstream connections; its task runs [`Driver::run`]
+/// beside the connection and drops it when the connection ends.
+pub struct Driver {
+    incoming: mpsc::UnboundedReceiver<Driven>,
+}
+
+/// Why a request did not reach the MCP server, or got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("connecting to the MCP server timed out")]
+    ConnectTimeout,
+    #[error("connecting to the MCP server: {0}")]
+    Connect(#[source] std::io::Error),
+    #[error("the MCP server's HTTP/1.1 handshake: {0}")]
+    Handshake(#[source] hyper::Error),
+    #[error("the exchange with the MCP server: {0}")]
+    Exchange(#[source] hyper::Error),
+}
+
+/// A handle for a new client connection's requests, and the driver its task runs.
+pub fn pair() -> (Upstreams, Driver) {
+    let (drive, incoming) = mpsc::unbounded_channel();
+    let upstreams = Upstreams {
+        idle: Arc::new(Mutex::new(VecDeque::new())),
+        drive,
+    };
+    (upstreams, Driver { incoming })
+}
+
+impl Driver {
+    /// Polls every upstream connection handed to it, until dropped; never returns.
+    pub async fn run(mut self) {
+        let mut connections = FuturesUnordered::<Driven>::new();
+        let mut open = true;
+        loop {
+            tokio::select! {
+                new = self.incoming.recv(), if open => match new {
+                    Some(connection) => connections.push(connection),
+                    None => open = false,
+                },
+                Some(()) = connections.next(), if !connections.is_empty() => {}
+                else => std::future::pending::<()>().await,
+            }
+        }
+    }
+}
+
+impl Upstreams {
+    /// Sends `request` (whose URI is the MCP server's absolute URL) on an idle connection
+    /// of this client connection to the same server, or on a new one. A request an idle
+    /// connection could not take, because the server had just closed it, goes on a new one.
+    pub async fn send(&self, request: Request<Body>) -> Result<Response<Incoming>, LocalError> {
+        let (request, authority) = origin_form(request);
+
+        let request = match self.take(&authority) {
+            Some(mut sender) => match sender.try_send_request(request).await {
+                Ok(response) => {
+                    self.put(authority, sender);
+                    return Ok(response);
+                }
+                Err(mut failed) => match failed.take_message() {
+                    Some(request) => request,
+                    None => return Err(LocalError::Exchange(failed.into_error())),
+                },
+            },
+            None => request,
+        };
+
+        let mut sender = self.connect(&authority).await?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(LocalError::Exchange)?;
+        self.put(authority, sender);
+        Ok(response)
+    }
+
+    fn take(&self, authority: &str) -> Option<SendRequest<Body>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.retain(|i| !i.sender.is_closed());
+        let at = idle
+            .iter()
+            .position(|i| i.authority == authority && i.sender.is_ready())?;
+        idle.remove(at).map(|i| i.sender)
+    }
+
+    fn put(&self, authority: String, sender: SendRequest<Body>) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() >= MAX_IDLE {
+            idle.pop_front();
+        }
+        idle.push_back(Idle { authority, sender });
+    }
+
+    async fn connect(&self, authority: &str) -> Result<SendRequest<Body>, LocalError> {
+        let connecting = TcpStream::connect(authority);
+        let socket = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+            .await
+            .map_err(|_| LocalError::ConnectTimeout)?
+            .map_err(LocalError::Connect)?;
+        if let Err(e) = socket.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY toward the MCP server");
+        }
+
+        let (sender, connection) = http1::handshake(TokioIo::new(socket))
+            .await
+            .map_err(LocalError::Handshake)?;
+        let driven: Driven = Box::pin(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "a connection to the MCP server ended");
+            }
+        });
+        if let Err(mpsc::error::SendError(driven)) = self.drive.send(driven) {
+            // The client connection is gone: nothing will read this answer, but the
+            // connection still needs polling to send it.
+            tokio::spawn(driven);
+        }
+        Ok(sender)
+    }
+}
+
+/// The request with its URI cut to the path and query, and the `Host` the MCP server's URL
+/// names; that authority, as `host:port`.
+fn origin_form(request: Request<Body>) -> (Request<Body>, String) {
+    let (mut parts, body) = request.into_parts();
+    let authority = parts.uri.authority().map(|a| a.as_str().to_string());
+    let port = parts.uri.port_u16().unwrap_or(80);
+    let host = parts.uri.host().unwrap_or_default().to_string();
+
+    if let Some(host_header) = authority.and_then(|a| HeaderValue::from_str(&a).ok()) {
+        parts.headers.insert(header::HOST, host_header);
+    }
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    parts.uri = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
+
+    // An IPv6 host is bracketed in the URI, and must be to connect too.
+    let authority = format!("{host}:{port}");
+    (Request::from_parts(parts, body), authority)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_goes_out_in_origin_form_with_the_host_of_the_url() {
+        let request = Request::post("http://kf-mcp.monitoring.svc:8080/mcp?x=1")
+            .body(Body::empty())
+            .unwrap();
+        let (request, authority) = origin_form(request);
+        assert_eq!(request.uri(), "/mcp?x=1");
+        assert_eq!(
+            request.headers()[header::HOST],
+            "kf-mcp.monitoring.svc:8080"
+        );
+        assert_eq!(authority, "kf-mcp.monitoring.svc:8080");
+
+        let request = Request::get("http://[::1]/mcp")
+            .body(Body::empty())
+            .unwrap();
+        let (request, authority) = origin_form(request);
+        assert_eq!(request.headers()[header::HOST], "[::1]");
+        assert_eq!(authority, "[::1]:80");
+    }
+}
