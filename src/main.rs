@@ -49,7 +49,12 @@ enum Command {
 
         /// Fetch each connector's discovery document at its public URL and report it as
         /// the `Reachable` condition.
-        #[arg(long, env = "MCP_CONNECTOR_SELF_CHECK", default_value_t = true, action = clap::ArgAction::Set)]
+        #[arg(
+            long,
+            env = "MCP_CONNECTOR_SELF_CHECK",
+            default_value_t = true,
+            action = clap::ArgAction::Set
+        )]
         self_check: bool,
 
         /// Seconds open requests and event streams may take to finish after SIGTERM.
@@ -79,7 +84,11 @@ enum Command {
         mcp_server_http2: bool,
 
         /// Issuer URL of an OpenID provider to sign in with (default: a built-in form).
-        #[arg(long, env = "MCP_CONNECTOR_UPSTREAM_OIDC_ISSUER", requires_all = ["upstream_oidc_client_id", "upstream_oidc_client_secret"])]
+        #[arg(
+            long,
+            env = "MCP_CONNECTOR_UPSTREAM_OIDC_ISSUER",
+            requires_all = ["upstream_oidc_client_id", "upstream_oidc_client_secret"]
+        )]
         upstream_oidc_issuer: Option<Url>,
 
         /// Client id of the connector at that provider.

@@ -424,7 +424,10 @@ async fn c11_a_wrong_secret_is_invalid_client_with_a_basic_challenge() {
     let s = server().await;
     let (_, reg) = register(
         &s,
-        json!({"redirect_uris": [CLI_REDIRECT], "token_endpoint_auth_method": "client_secret_basic"}),
+        json!({
+            "redirect_uris": [CLI_REDIRECT],
+            "token_endpoint_auth_method": "client_secret_basic",
+        }),
     )
     .await;
     let id = reg["client_id"].as_str().unwrap();

@@ -102,7 +102,10 @@ impl World {
     /// Creates a Deployment of one replica selecting `app.kubernetes.io/name=<name>`.
     async fn deployment(&self, name: &str, revision: &str) {
         let d: Deployment = serde_json::from_value(json!({
-            "metadata": {"name": name, "annotations": {"deployment.kubernetes.io/revision": revision}},
+            "metadata": {
+                "name": name,
+                "annotations": {"deployment.kubernetes.io/revision": revision},
+            },
             "spec": {
                 "replicas": 1,
                 "selector": {"matchLabels": {"app.kubernetes.io/name": name}},

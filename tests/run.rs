@@ -128,7 +128,10 @@ async fn run_reconciles_serves_checks_itself_and_drains_on_sigterm() {
 
     let registered = http
         .post(format!("{base}/register"))
-        .json(&json!({"redirect_uris": ["http://127.0.0.1:5000/cb"], "token_endpoint_auth_method": "none"}))
+        .json(&json!({
+            "redirect_uris": ["http://127.0.0.1:5000/cb"],
+            "token_endpoint_auth_method": "none",
+        }))
         .send()
         .await
         .unwrap();

@@ -133,7 +133,11 @@ fn form_decode(raw: &[u8]) -> Option<String> {
 
 /// An error shown to the user: the request cannot be trusted to say where to send them.
 fn error_page(error: OAuthError) -> Response {
-    tracing::warn!(error = error.code.as_str(), description = %error.description, "authorize refused");
+    tracing::warn!(
+        error = error.code.as_str(),
+        description = %error.description,
+        "authorize refused",
+    );
     error.into_response()
 }
 
@@ -343,7 +347,11 @@ pub async fn authorize(
         Upstream::Proxy(proxy) => match proxy.identity(&headers) {
             Ok(identity) => complete_login(&state, &served, &pending, &identity),
             Err(e) => {
-                tracing::warn!(connector = %served.connector.id, error = %e, "proxy sign-in refused");
+                tracing::warn!(
+                    connector = %served.connector.id,
+                    error = %e,
+                    "proxy sign-in refused",
+                );
                 redirect.error(ErrorCode::AccessDenied, &e.to_string())
             }
         },
@@ -395,7 +403,11 @@ async fn start_oidc(
     {
         Ok(url) => with_login_cookie(found(url.as_str()), served, &pending),
         Err(e) => {
-            tracing::warn!(connector = %served.connector.id, error = %e, "upstream sign-in unavailable");
+            tracing::warn!(
+                connector = %served.connector.id,
+                error = %e,
+                "upstream sign-in unavailable",
+            );
             redirect.error(
                 ErrorCode::TemporarilyUnavailable,
                 "the sign-in provider is unavailable",
@@ -480,7 +492,11 @@ pub fn complete_login(
         &grant,
     ) {
         Ok(code) => {
-            tracing::info!(connector = %served.connector.id, user = %identity.username, "user signed in");
+            tracing::info!(
+                connector = %served.connector.id,
+                user = %identity.username,
+                "user signed in",
+            );
             redirect.code(&code)
         }
         Err(e) => OAuthError::internal(e).into_response(),

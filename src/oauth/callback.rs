@@ -53,7 +53,11 @@ pub async fn callback(
             .into_response();
     }
     if let Some(error) = p.get("error") {
-        tracing::warn!(connector = %served.connector.id, upstream_error = %error, "upstream refused sign-in");
+        tracing::warn!(
+            connector = %served.connector.id,
+            upstream_error = %error,
+            "upstream refused sign-in",
+        );
         return redirect.error(
             ErrorCode::AccessDenied,
             "the sign-in provider refused the sign-in",

@@ -169,7 +169,11 @@ async fn authorization_code(
         let until = now + connector.settings.ttl.refresh.as_secs();
         let until = jiff::Timestamp::from_second(until).unwrap_or_else(|_| state.clock.now());
         if let Err(e) = state.grants.revoke(&connector.id, &code.j, until).await {
-            tracing::warn!(connector = %connector.id, error = %e, "could not revoke a replayed grant");
+            tracing::warn!(
+                connector = %connector.id,
+                error = %e,
+                "could not revoke a replayed grant",
+            );
         }
         tracing::warn!(connector = %connector.id, user = %code.u, "code replayed; grant revoked");
         return Err(OAuthError::invalid_grant("the code was already used"));
@@ -232,7 +236,11 @@ async fn refresh_token(
     let generation = match outcome {
         Refresh::Rotated(n) | Refresh::Raced(n) => n,
         Refresh::Replayed => {
-            tracing::warn!(connector = %connector.id, user = %old.u, "refresh token replayed; grant revoked");
+            tracing::warn!(
+                connector = %connector.id,
+                user = %old.u,
+                "refresh token replayed; grant revoked",
+            );
             return Err(OAuthError::invalid_grant(
                 "the refresh token was already used",
             ));

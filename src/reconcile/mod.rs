@@ -566,7 +566,12 @@ async fn order_dependents(
                     counter.fetch_add(1, Ordering_::Relaxed);
 
                     let note = format!("restarted {name} ({cause}): {why}");
-                    tracing::info!(connector = %connector_id(obj), dependent = %name, %cause, "{note}");
+                    tracing::info!(
+                        connector = %connector_id(obj),
+                        dependent = %name,
+                        %cause,
+                        "{note}",
+                    );
                     let related = ObjectReference {
                         api_version: Some("apps/v1".into()),
                         kind: Some("Deployment".into()),
