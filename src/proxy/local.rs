@@ -8,9 +8,13 @@
 //! the benchmarks that saves about a quarter of the operator's CPU per call
 //! (`bench/RESULTS.md`).
 //!
-//! A client connection reuses its own upstream connections, one at a time per request it
-//! has open. They close when it does, and so do their event streams. HTTP/2 toward the MCP
-//! server and `https://` MCP servers go through the shared clients instead.
+//! Only HTTP/1.1 client connections have them: such a connection has one request open at a
+//! time, so one upstream connection per MCP server serves all its requests in turn. They
+//! close when it does, and so do their event streams; an idle one lives as long as its
+//! client connection. An HTTP/2 client connection runs each request in a task of its own
+//! anyway, and may have hundreds open at once, so its requests go through the shared
+//! clients, as do those for HTTP/2 toward the MCP server and for `https://` MCP servers.
+//! The shared clients honour `HTTPS_PROXY`; these connections never use a proxy.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -32,10 +36,9 @@ use tokio::net::TcpStream;
 /// How long opening a connection to the MCP server may take, as for the shared clients.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Idle upstream connections one client connection keeps. An HTTP/1.1 client has one
-/// request open at a time; an HTTP/2 client may have more, and any beyond this close when
-/// their answer ends.
-const MAX_IDLE: usize = 4;
+/// Upstream connections one client connection keeps, one per MCP server it reached last
+/// (requests of one connection may be for several connectors).
+const MAX_KEPT: usize = 4;
 
 type Driven = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -47,7 +50,8 @@ pub struct Upstreams {
 }
 
 struct Shared {
-    idle: Mutex<VecDeque<Idle>>,
+    /// Connections to reuse, each busy until the answer it carries has ended.
+    kept: Mutex<VecDeque<Kept>>,
     opened: Mutex<Opened>,
     /// The driver's task, woken when a connection is opened.
     driver: AtomicWaker,
@@ -61,7 +65,7 @@ struct Opened {
     driver_gone: bool,
 }
 
-struct Idle {
+struct Kept {
     authority: String,
     sender: SendRequest<Body>,
 }
@@ -77,18 +81,18 @@ pub struct Driver {
 pub enum LocalError {
     #[error("connecting to the MCP server timed out")]
     ConnectTimeout,
-    #[error("connecting to the MCP server: {0}")]
+    #[error("connecting to the MCP server")]
     Connect(#[source] std::io::Error),
-    #[error("the MCP server's HTTP/1.1 handshake: {0}")]
+    #[error("the MCP server's HTTP/1.1 handshake")]
     Handshake(#[source] hyper::Error),
-    #[error("the exchange with the MCP server: {0}")]
+    #[error("the exchange with the MCP server")]
     Exchange(#[source] hyper::Error),
 }
 
 /// A handle for a new client connection's requests, and the driver its task runs.
 pub fn pair() -> (Upstreams, Driver) {
     let shared = Arc::new(Shared {
-        idle: Mutex::new(VecDeque::new()),
+        kept: Mutex::new(VecDeque::new()),
         opened: Mutex::new(Opened::default()),
         driver: AtomicWaker::new(),
     });
@@ -134,9 +138,10 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Upstreams {
-    /// Sends `request` (whose URI is the MCP server's absolute URL) on an idle connection
-    /// of this client connection to the same server, or on a new one. A request an idle
-    /// connection could not take, because the server had just closed it, goes on a new one.
+    /// Sends `request` (whose URI is the MCP server's absolute URL) on a kept connection of
+    /// this client connection to the same server, if one is free, or on a new one. A
+    /// request a kept connection could not take, because the server had just closed it,
+    /// goes on a new one.
     pub async fn send(&self, request: Request<Body>) -> Result<Response<Incoming>, LocalError> {
         let (request, authority) = origin_form(request);
 
@@ -164,20 +169,20 @@ impl Upstreams {
     }
 
     fn take(&self, authority: &str) -> Option<SendRequest<Body>> {
-        let mut idle = lock(&self.shared.idle);
-        idle.retain(|i| !i.sender.is_closed());
-        let at = idle
+        let mut kept = lock(&self.shared.kept);
+        kept.retain(|k| !k.sender.is_closed());
+        let at = kept
             .iter()
-            .position(|i| i.authority == authority && i.sender.is_ready())?;
-        idle.remove(at).map(|i| i.sender)
+            .position(|k| k.authority == authority && k.sender.is_ready())?;
+        kept.remove(at).map(|k| k.sender)
     }
 
     fn put(&self, authority: String, sender: SendRequest<Body>) {
-        let mut idle = lock(&self.shared.idle);
-        if idle.len() >= MAX_IDLE {
-            idle.pop_front();
+        let mut kept = lock(&self.shared.kept);
+        if kept.len() >= MAX_KEPT {
+            kept.pop_front();
         }
-        idle.push_back(Idle { authority, sender });
+        kept.push_back(Kept { authority, sender });
     }
 
     async fn connect(&self, authority: &str) -> Result<SendRequest<Body>, LocalError> {

@@ -196,7 +196,8 @@ pub async fn mcp(State(state): State<AppState>, served: Served, request: Request
 }
 
 /// A request whose `Content-Length` is over [`MAX_MCP_BODY`] is refused before anything is
-/// sent on; a body sent in chunks is cut at that length instead (see `forward`).
+/// sent on; a body sent without one is cut at that length instead, which fails the
+/// exchange with the MCP server and is answered the same (see `forward`).
 fn too_large(headers: &HeaderMap) -> Option<OAuthError> {
     let length: u64 = headers
         .get(header::CONTENT_LENGTH)?
@@ -204,13 +205,44 @@ fn too_large(headers: &HeaderMap) -> Option<OAuthError> {
         .ok()?
         .parse()
         .ok()?;
-    (length > MAX_MCP_BODY as u64).then(|| {
-        let description = format!(
-            "the request body is larger than {} MiB",
-            MAX_MCP_BODY / (1024 * 1024)
-        );
-        OAuthError::invalid_request(description).with_status(StatusCode::PAYLOAD_TOO_LARGE)
-    })
+    (length > MAX_MCP_BODY as u64).then(body_too_large)
+}
+
+fn body_too_large() -> OAuthError {
+    let description = format!(
+        "the request body is larger than {} MiB",
+        MAX_MCP_BODY / (1024 * 1024)
+    );
+    OAuthError::invalid_request(description).with_status(StatusCode::PAYLOAD_TOO_LARGE)
+}
+
+/// Why an exchange with the MCP server failed, through either client.
+struct SendError(Box<dyn std::error::Error + Send + Sync>);
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for SendError {
+    fn from(e: E) -> SendError {
+        SendError(Box::new(e))
+    }
+}
+
+impl SendError {
+    /// The errors and their causes, outermost first.
+    fn causes(&self) -> impl Iterator<Item = &(dyn std::error::Error + 'static)> {
+        let first: &(dyn std::error::Error + 'static) = &*self.0;
+        std::iter::successors(Some(first), |e| e.source())
+    }
+
+    /// Whether the request body was cut at [`MAX_MCP_BODY`].
+    fn body_too_large(&self) -> bool {
+        self.causes()
+            .any(|e| e.is::<http_body_util::LengthLimitError>())
+    }
+
+    /// Every cause, joined, for the log.
+    fn chain(&self) -> String {
+        let causes: Vec<String> = self.causes().map(ToString::to_string).collect();
+        causes.join(": ")
+    }
 }
 
 fn forwarded_headers(incoming: &HeaderMap, claims: &AccessClaims) -> HeaderMap {
@@ -264,6 +296,7 @@ async fn forward(
     let local = parts
         .extensions
         .get::<local::Upstreams>()
+        .filter(|_| parts.version <= http::Version::HTTP_11)
         .filter(|_| !server.http2 && server.url.scheme() == "http");
 
     // The body streams through as it arrives; nothing is collected first. The answer's body
@@ -280,14 +313,16 @@ async fn forward(
                 .send(outgoing)
                 .await
                 .map(|r| r.map(Body::new))
-                .map_err(|e| e.to_string())
+                .map_err(SendError::from)
         }
         None => send_shared(state, server, parts.method, headers, body).await,
     };
     let (upstream, body) = match answered {
         Ok(r) => r.into_parts(),
+        Err(e) if e.body_too_large() => return body_too_large().into_response(),
         Err(e) => {
-            tracing::warn!(connector = %served.connector.id, error = %e, "MCP server unreachable");
+            let error = e.chain();
+            tracing::warn!(connector = %served.connector.id, %error, "MCP server unreachable");
             return OAuthError::new(ErrorCode::BadGateway, "the MCP server is unreachable")
                 .into_response();
         }
@@ -320,7 +355,7 @@ async fn send_shared(
     method: Method,
     headers: HeaderMap,
     body: Body,
-) -> Result<http::Response<Body>, String> {
+) -> Result<http::Response<Body>, SendError> {
     let (http, stream) = if server.http2 {
         let (client, stream) = state.proxy_http2.checkout();
         (client, Some(stream))
@@ -332,7 +367,7 @@ async fn send_shared(
     if !body.is_end_stream() {
         outgoing = outgoing.body(reqwest::Body::wrap_stream(body.into_data_stream()));
     }
-    let upstream = outgoing.send().await.map_err(|e| e.to_string())?;
+    let upstream = outgoing.send().await.map_err(SendError::from)?;
 
     let (upstream, body) = http::Response::<reqwest::Body>::from(upstream).into_parts();
     let body = match stream {
