@@ -192,27 +192,10 @@ fn cores() -> usize {
 /// Mean time of `access_token::mint` (the signature, JSON and base64), measured here so
 /// that the target uses this machine's number.
 fn mint_time() -> Duration {
-    use mcp_connector::keys::{KeyKind, Keys, Keyset};
-    use mcp_connector::oauth::access_token::{AccessClaims, mint};
+    use mcp_connector::oauth::access_token::mint;
 
-    let now = jiff::Timestamp::now();
-    let set = |kind: KeyKind| Keyset {
-        keys: vec![kind.generate(now).unwrap()],
-    };
-    let keys = Keys::from_keysets(&set(KeyKind::Seal), &set(KeyKind::Signing)).unwrap();
-    let claims = AccessClaims {
-        iss: "http://127.0.0.1:8080".into(),
-        aud: "http://127.0.0.1:8080/mcp".into(),
-        sub: "alice@example.com".into(),
-        exp: now.as_second() + 3600,
-        iat: now.as_second(),
-        jti: "0123456789abcdef".into(),
-        client_id: "c".repeat(180),
-        scope: "mcp".into(),
-        preferred_username: "alice@example.com".into(),
-        groups: vec!["sre".into(), "dev".into()],
-        gid: "0123456789abcdef0123".into(),
-    };
+    let keys = serve::fresh_keys();
+    let claims = serve::sample_claims("http://127.0.0.1:8080");
     for _ in 0..200 {
         mint(&keys, &claims).unwrap();
     }

@@ -12,6 +12,7 @@ use mcp_connector::crd::McpConnectorSpec;
 use mcp_connector::grants::MemoryGrants;
 use mcp_connector::keys::store::Entry;
 use mcp_connector::keys::{Connector, KeyKind, KeyStore, Keys, Keyset};
+use mcp_connector::oauth::access_token::AccessClaims;
 use mcp_connector::oauth::{AppState, router};
 use mcp_connector::settings::Settings;
 use mcp_connector::upstream::Upstream;
@@ -41,11 +42,7 @@ async fn serve(listen: SocketAddr, mcp_server: Option<&str>) {
         spec["mcpServer"] = serde_json::json!({"url": url});
     }
     let spec: McpConnectorSpec = serde_json::from_value(spec).unwrap();
-    let now = jiff::Timestamp::now();
-    let set = |kind: KeyKind| Keyset {
-        keys: vec![kind.generate(now).unwrap()],
-    };
-    let keys = Keys::from_keysets(&set(KeyKind::Seal), &set(KeyKind::Signing)).unwrap();
+    let keys = fresh_keys();
     let connector = Connector {
         id: "bench".into(),
         base: BaseUrl::parse(&base, "bench").unwrap(),
@@ -80,28 +77,11 @@ pub fn floor_main(listen: &str) {
 async fn floor(listen: SocketAddr) {
     use axum::Form;
     use axum::routing::post;
-    use mcp_connector::oauth::access_token::{AccessClaims, mint};
+    use mcp_connector::oauth::access_token::mint;
     use std::collections::HashMap;
 
-    // The claims of `mint_time`, with this server as the issuer.
-    let now = jiff::Timestamp::now();
-    let set = |kind: KeyKind| Keyset {
-        keys: vec![kind.generate(now).unwrap()],
-    };
-    let keys = Arc::new(Keys::from_keysets(&set(KeyKind::Seal), &set(KeyKind::Signing)).unwrap());
-    let claims = Arc::new(AccessClaims {
-        iss: format!("http://{listen}"),
-        aud: format!("http://{listen}/mcp"),
-        sub: "alice@example.com".into(),
-        exp: now.as_second() + 3600,
-        iat: now.as_second(),
-        jti: "0123456789abcdef".into(),
-        client_id: "c".repeat(180),
-        scope: "mcp".into(),
-        preferred_username: "alice@example.com".into(),
-        groups: vec!["sre".into(), "dev".into()],
-        gid: "0123456789abcdef0123".into(),
-    });
+    let keys = Arc::new(fresh_keys());
+    let claims = Arc::new(sample_claims(&format!("http://{listen}")));
 
     // The headers `/token` answers with, and a refresh token as long as a sealed one.
     const HEADERS: [(http::HeaderName, &str); 3] = [
@@ -142,4 +122,32 @@ async fn floor(listen: SocketAddr) {
     let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
     let stop = mcp_connector::run::shutdown_signal();
     mcp_connector::serve::serve(listener, app, stop).await;
+}
+
+/// A sealing and a signing key made now.
+pub fn fresh_keys() -> Keys {
+    let now = jiff::Timestamp::now();
+    let set = |kind: KeyKind| Keyset {
+        keys: vec![kind.generate(now).unwrap()],
+    };
+    Keys::from_keysets(&set(KeyKind::Seal), &set(KeyKind::Signing)).unwrap()
+}
+
+/// The claims of an access token `issuer` would sign for a user in two groups, with a
+/// client id as long as a sealed one.
+pub fn sample_claims(issuer: &str) -> AccessClaims {
+    let now = jiff::Timestamp::now().as_second();
+    AccessClaims {
+        iss: issuer.into(),
+        aud: format!("{issuer}/mcp"),
+        sub: "alice@example.com".into(),
+        exp: now + 3600,
+        iat: now,
+        jti: "0123456789abcdef".into(),
+        client_id: "c".repeat(180),
+        scope: "mcp".into(),
+        preferred_username: "alice@example.com".into(),
+        groups: vec!["sre".into(), "dev".into()],
+        gid: "0123456789abcdef0123".into(),
+    }
 }
