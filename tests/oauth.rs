@@ -1248,6 +1248,27 @@ async fn counting_server() -> (String, tokio::sync::watch::Receiver<(usize, usiz
     (url, watch)
 }
 
+/// A server whose `/mcp` proxies to a [`counting_server`], a login's tokens, and the counts.
+async fn proxying_to_counting_server() -> (
+    TestServer,
+    Tokens,
+    tokio::sync::watch::Receiver<(usize, usize)>,
+) {
+    let (backend, counts) = counting_server().await;
+    let s = TestServer::start(json!({"mcpServer": {"url": backend}}), None).await;
+    let (_, tokens) = login(&s, CLI_REDIRECT).await;
+    (s, tokens, counts)
+}
+
+/// Waits until the counting server has no connection open; `outlived` says what failed.
+async fn all_closed(counts: &mut tokio::sync::watch::Receiver<(usize, usize)>, outlived: &str) {
+    let closed = counts.wait_for(|&(_, open)| open == 0);
+    tokio::time::timeout(WAIT, closed)
+        .await
+        .expect(outlived)
+        .unwrap();
+}
+
 async fn call(client: &reqwest::Client, s: &TestServer, token: &str) -> String {
     let r = client
         .post(s.url("/mcp"))
@@ -1265,9 +1286,7 @@ async fn call(client: &reqwest::Client, s: &TestServer, token: &str) -> String {
 /// calls and closed when the client leaves.
 #[tokio::test]
 async fn a_client_connection_has_one_connection_to_the_mcp_server_until_it_leaves() {
-    let (backend, mut counts) = counting_server().await;
-    let s = TestServer::start(json!({"mcpServer": {"url": backend}}), None).await;
-    let (_, tokens) = login(&s, CLI_REDIRECT).await;
+    let (s, tokens, mut counts) = proxying_to_counting_server().await;
 
     let first = reqwest::Client::new();
     for _ in 0..3 {
@@ -1276,11 +1295,7 @@ async fn a_client_connection_has_one_connection_to_the_mcp_server_until_it_leave
     assert_eq!(*counts.borrow(), (1, 1));
 
     drop(first);
-    let closed = counts.wait_for(|&(_, open)| open == 0);
-    tokio::time::timeout(WAIT, closed)
-        .await
-        .expect("the MCP server connection outlived its client")
-        .unwrap();
+    all_closed(&mut counts, "the MCP server connection outlived its client").await;
 
     let second = reqwest::Client::new();
     for _ in 0..2 {
@@ -1293,9 +1308,7 @@ async fn a_client_connection_has_one_connection_to_the_mcp_server_until_it_leave
 /// them reuse connections to the MCP server instead of opening one for most calls.
 #[tokio::test]
 async fn concurrent_calls_on_one_http2_client_connection_reuse_connections() {
-    let (backend, counts) = counting_server().await;
-    let s = TestServer::start(json!({"mcpServer": {"url": backend}}), None).await;
-    let (_, tokens) = login(&s, CLI_REDIRECT).await;
+    let (s, tokens, counts) = proxying_to_counting_server().await;
 
     let client = reqwest::Client::builder()
         .http2_prior_knowledge()
@@ -1392,9 +1405,7 @@ async fn a_connection_the_mcp_server_closed_is_replaced_without_failing_a_call()
 /// An event stream through `/mcp` ends at the MCP server when its client goes away.
 #[tokio::test]
 async fn an_event_stream_ends_at_the_mcp_server_when_its_client_leaves() {
-    let (backend, mut counts) = counting_server().await;
-    let s = TestServer::start(json!({"mcpServer": {"url": backend}}), None).await;
-    let (_, tokens) = login(&s, CLI_REDIRECT).await;
+    let (s, tokens, mut counts) = proxying_to_counting_server().await;
 
     let client = reqwest::Client::new();
     let mut stream = client
@@ -1412,11 +1423,7 @@ async fn an_event_stream_ends_at_the_mcp_server_when_its_client_leaves() {
 
     drop(stream);
     drop(client);
-    let closed = counts.wait_for(|&(_, open)| open == 0);
-    tokio::time::timeout(WAIT, closed)
-        .await
-        .expect("the event stream outlived its client")
-        .unwrap();
+    all_closed(&mut counts, "the event stream outlived its client").await;
 }
 
 /// The head of a POST to `/mcp` declaring a body over the limit, sent alone on a socket;
@@ -1454,9 +1461,7 @@ async fn post_head_over_limit(s: &TestServer, bearer: Option<&str>) -> (u16, Str
 /// without a token, the challenge comes first.
 #[tokio::test]
 async fn an_mcp_body_over_the_limit_gets_a_json_413_after_the_token_check() {
-    let (backend, counts) = counting_server().await;
-    let s = TestServer::start(json!({"mcpServer": {"url": backend}}), None).await;
-    let (_, tokens) = login(&s, CLI_REDIRECT).await;
+    let (s, tokens, counts) = proxying_to_counting_server().await;
 
     let (status, _) = post_head_over_limit(&s, None).await;
     assert_eq!(status, 401);
