@@ -89,10 +89,22 @@ pub async fn read_upstream(
     }
 }
 
-fn keyset(secrets: &Store<Secret>, ns: &str, name: &str, kind: KeyKind) -> Result<Keyset, String> {
+/// The keys in the Secret `name` for the connector `connector` of `ns`; never those of a
+/// Secret kept for another connector (see `reconcile::secrets::kept_for_another`).
+fn keyset(
+    secrets: &Store<Secret>,
+    (ns, connector): (&str, &str),
+    name: &str,
+    kind: KeyKind,
+) -> Result<Keyset, String> {
     let secret = secrets
         .get(&ObjectRef::new(name).within(ns))
         .ok_or_else(|| format!("Secret {name} does not hold keys made by mcp-connector yet"))?;
+    if let Some(other) = crate::reconcile::secrets::kept_for_another(&secret, connector) {
+        return Err(format!(
+            "Secret {name} holds the keys of McpConnector {other}"
+        ));
+    }
     let bytes = secret
         .data
         .as_ref()
@@ -126,8 +138,10 @@ pub async fn entry(client: &Client, obj: &McpConnector, secrets: &Store<Secret>)
         Ok(s) => s,
         Err(e) => return unavailable(format!("the spec is invalid: {e}")),
     };
-    let keys = keyset(secrets, &ns, &settings.dcr.name, KeyKind::Seal).and_then(|dcr| {
-        let signing = keyset(secrets, &ns, &settings.signing_key.name, KeyKind::Signing)?;
+    let name = obj.name_any();
+    let of = (ns.as_str(), name.as_str());
+    let keys = keyset(secrets, of, &settings.dcr.name, KeyKind::Seal).and_then(|dcr| {
+        let signing = keyset(secrets, of, &settings.signing_key.name, KeyKind::Signing)?;
         Keys::from_keysets(&dcr, &signing).map_err(|e| e.to_string())
     });
     let keys = match keys {

@@ -636,6 +636,29 @@ async fn c16_the_gemini_cli_registration_is_accepted() {
 }
 
 #[tokio::test]
+async fn a_registration_answers_with_the_scopes_it_can_be_granted_only() {
+    let s = server().await;
+    let registered = |scope: &'static str| {
+        register(
+            &s,
+            json!({
+                "redirect_uris": [CLI_REDIRECT],
+                "token_endpoint_auth_method": "none",
+                "scope": scope,
+            }),
+        )
+    };
+
+    let (status, body) = registered("openid admin mcp").await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["scope"], "mcp");
+
+    let (status, body) = registered("openid profile").await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["scope"], "mcp");
+}
+
+#[tokio::test]
 async fn registration_refuses_redirects_off_the_allowlist() {
     let s = server().await;
 

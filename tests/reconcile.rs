@@ -692,6 +692,63 @@ async fn a_foreign_secret_of_the_same_name_is_left_alone() {
 }
 
 #[tokio::test]
+async fn a_second_connector_naming_the_first_ones_secrets_is_refused_them() {
+    let h = Harness::start(Clock::system()).await;
+    h.apply(ConnectorJson::new().host(HOST)).await;
+    h.ready().await;
+    let (dcr, signing) = (
+        h.secret(DCR).await.unwrap(),
+        h.secret(SIGNING).await.unwrap(),
+    );
+
+    // Both keep the default Secret names, in one namespace.
+    let mut second = ConnectorJson::new().host("staging.example.com").build();
+    second.metadata.name = Some("staging".into());
+    h.connectors
+        .create(&PostParams::default(), &second)
+        .await
+        .unwrap();
+    let refused = eventually(
+        "the second connector's SecretsReady is False",
+        WAIT,
+        || async {
+            let c = h.connectors.get("staging").await.unwrap();
+            let current = is_current(&c);
+            let secrets_ready = c.condition("SecretsReady").cloned();
+            secrets_ready.filter(|s| current && s.status == "False")
+        },
+    )
+    .await;
+
+    assert_eq!(refused.reason, "SecretInUse");
+    for name in [DCR, "McpConnector kfuse", "spec.secrets"] {
+        assert!(refused.message.contains(name), "{}", refused.message);
+    }
+    let why = h.unavailable("staging.example.com").await;
+    assert!(why.contains(DCR), "{why}");
+
+    // The first connector's Secrets and the keys it serves are untouched.
+    for (name, before) in [(DCR, &dcr), (SIGNING, &signing)] {
+        let after = h.secret(name).await.unwrap();
+        assert_eq!(
+            after.resource_version(),
+            before.resource_version(),
+            "{name}"
+        );
+        assert_eq!(
+            after.owner_references(),
+            before.owner_references(),
+            "{name}"
+        );
+    }
+    let (served, _) = h.served(HOST).await;
+    assert_eq!(served.id, ID);
+    assert_eq!(condition(&h.connector().await, "Ready").status, "True");
+
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn a_due_rotation_keeps_the_previous_key_as_retired() {
     let h = Harness::start(Clock::pinned(t0())).await;
     h.apply(ConnectorJson::new().host(HOST)).await;

@@ -50,6 +50,11 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "--floor") {
         return serve::floor_main(&args[i + 1]);
     }
+    for kind in ["hyper", "axum"] {
+        if let Some(i) = args.iter().position(|a| *a == format!("--{kind}-relay")) {
+            return serve::relay_main(kind, &args[i + 1], &args[i + 2]);
+        }
+    }
     let only = args
         .iter()
         .position(|a| a == "--only")
@@ -509,46 +514,52 @@ async fn mcp_phase(report: &mut Report) {
         None => procs::dev("mcp-h1", Some(&up_url), false).await,
     };
     let (h2, h2_addr) = procs::dev("mcp-h2", Some(&up_url), true).await;
-    let through = |addr, token| mcp::Target {
+    let (hyper_relay, hyper_addr) = procs::relay_server("hyper", &up_url).await;
+    let (axum_relay, axum_addr) = procs::relay_server("axum", &up_url).await;
+    let to = |addr, bearer| mcp::Target {
         addr,
         path: "/mcp".into(),
-        bearer: Some(token),
+        bearer,
     };
+    // Each path: its label, the process whose CPU is measured, the target, and whether the
+    // targets of the issue apply (ours) or it is a floor.
     let paths = [
         (
             "`/mcp`, HTTP/1.1 to the MCP server",
             Some(&h1),
-            through(h1_addr, login(h1_addr).await),
+            to(h1_addr, Some(login(h1_addr).await)),
+            true,
         ),
         (
             "`/mcp`, HTTP/2 to the MCP server",
             Some(&h2),
-            through(h2_addr, login(h2_addr).await),
+            to(h2_addr, Some(login(h2_addr).await)),
+            true,
         ),
         (
             "a bare TCP relay (the floor of any proxy here)",
             None,
-            mcp::Target {
-                addr: mcp::relay(up),
-                path: "/mcp".into(),
-                bearer: None,
-            },
+            to(mcp::relay(up), None),
+            false,
         ),
         (
             "a bare hyper HTTP/1.1 proxy (the floor of an HTTP proxy here)",
-            None,
-            mcp::Target {
-                addr: mcp::http_relay(up),
-                path: "/mcp".into(),
-                bearer: None,
-            },
+            Some(&hyper_relay),
+            to(hyper_addr, None),
+            false,
+        ),
+        (
+            "the product's `serve`, axum and per-connection upstreams, nothing checked",
+            Some(&axum_relay),
+            to(axum_addr, None),
+            false,
         ),
     ];
 
     // Warm up every path, then alternate short slices so that drift in the machine's
     // other load falls on all alike.
     mcp::fixed_rate(&direct, MCP_RATE, 4, Duration::from_millis(500)).await;
-    for (_, _, target) in &paths {
+    for (_, _, target, _) in &paths {
         mcp::fixed_rate(target, MCP_RATE, 4, Duration::from_millis(500)).await;
     }
     let mut direct_slices = Vec::new();
@@ -556,7 +567,7 @@ async fn mcp_phase(report: &mut Report) {
     let mut cpu = vec![Duration::ZERO; paths.len()];
     for _ in 0..4 {
         direct_slices.push(mcp::fixed_rate(&direct, MCP_RATE, 4, SLICE).await);
-        for (i, (_, proc, target)) in paths.iter().enumerate() {
+        for (i, (_, proc, target, _)) in paths.iter().enumerate() {
             let before = proc.map(|p| p.cpu());
             slices[i].push(mcp::fixed_rate(target, MCP_RATE, 4, SLICE).await);
             cpu[i] += before.map_or(Duration::ZERO, |b| proc.unwrap().cpu() - b);
@@ -572,17 +583,16 @@ async fn mcp_phase(report: &mut Report) {
         ms(d99)
     ));
     for (i, mut p) in slices.into_iter().map(pooled).enumerate() {
-        let (label, proc, _) = &paths[i];
+        let (label, proc, _, ours) = &paths[i];
         let (p50, p99) = (p.quantile_ms(0.5), p.quantile_ms(0.99));
         let (add50, add99) = (p50 - d50, p99 - d99);
-        let ours = proc.is_some();
         report.row(
             &format!("{label}: added latency at {MCP_RATE:.0} calls/s, p50 / p99"),
             format!("{} / {}", ms(add50), ms(add99)),
             "n/a".into(),
             String::new(),
-            if ours { "≤ 0.1 ms / ≤ 1 ms" } else { "" },
-            if ours {
+            if *ours { "≤ 0.1 ms / ≤ 1 ms" } else { "" },
+            if *ours {
                 verdict(add50 <= 0.1 && add99 <= 1.0)
             } else {
                 String::new()
@@ -590,7 +600,7 @@ async fn mcp_phase(report: &mut Report) {
         );
         let spent = match proc {
             Some(_) => format!(
-                "; the operator spent {:.0} µs of CPU per call (idle wake-ups included)",
+                "; the proxy spent {:.0} µs of CPU per call (idle wake-ups included)",
                 cpu[i].as_secs_f64() / p.micros.len().max(1) as f64 * 1e6
             ),
             None => String::new(),
@@ -611,7 +621,7 @@ async fn mcp_phase(report: &mut Report) {
     let mut writes = vec![0u64; paths.len()];
     for _ in 0..2 {
         direct_max.push(mcp::max_rate(&direct, 16, Duration::from_secs(2)).await);
-        for (i, (_, proc, target)) in paths.iter().enumerate() {
+        for (i, (_, proc, target, _)) in paths.iter().enumerate() {
             let before = proc.map(|p| (p.cpu(), p.syscalls().1));
             maxes[i].push(mcp::max_rate(target, 16, Duration::from_secs(2)).await);
             if let (Some(p), Some((c, w))) = (proc, before) {
@@ -629,16 +639,15 @@ async fn mcp_phase(report: &mut Report) {
         cores() as f64 / dm.rate() * 1e6,
     ));
     for (i, pm) in maxes.into_iter().map(pooled).enumerate() {
-        let (label, proc, _) = &paths[i];
+        let (label, proc, _, ours) = &paths[i];
         let kept = pm.rate() / dm.rate();
-        let ours = proc.is_some();
         report.row(
             &format!("{label}: throughput kept (16 connections)"),
             format!("{:.0} %", kept * 100.0),
             "n/a".into(),
             String::new(),
-            if ours { "≥ 80 %" } else { "" },
-            if ours {
+            if *ours { "≥ 80 %" } else { "" },
+            if *ours {
                 verdict(kept >= 0.8)
             } else {
                 String::new()
@@ -647,7 +656,7 @@ async fn mcp_phase(report: &mut Report) {
         let calls = pm.micros.len().max(1) as f64;
         let spent = match proc {
             Some(_) => format!(
-                "; the operator spent {:.0} µs of CPU and {:.1} write system calls per call",
+                "; the proxy spent {:.0} µs of CPU and {:.1} write system calls per call",
                 cpu[i].as_secs_f64() / calls * 1e6,
                 writes[i] as f64 / calls
             ),
@@ -659,8 +668,9 @@ async fn mcp_phase(report: &mut Report) {
             pm.errors
         ));
     }
-    h1.terminate(Duration::from_secs(60)).await;
-    h2.terminate(Duration::from_secs(60)).await;
+    for proc in [h1, h2, hyper_relay, axum_relay] {
+        proc.terminate(Duration::from_secs(60)).await;
+    }
 }
 
 async fn streams_phase(report: &mut Report) {

@@ -11,8 +11,6 @@ use futures::StreamExt;
 use http::{Method, Response, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 
 use crate::client::{Body, Conn, Conn2, Samples, request};
 
@@ -64,48 +62,6 @@ pub fn relay(up: SocketAddr) -> SocketAddr {
                 let _ = inbound.set_nodelay(true);
                 let _ = outbound.set_nodelay(true);
                 let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-            });
-        }
-    })
-}
-
-/// The least an HTTP/1.1 proxy built on hyper costs here, in front of `up`: each connection
-/// in gets a connection out of its own, and one task drives both, so that an answer is
-/// forwarded in the poll that reads it, with no wake-up of another thread. No token, no
-/// routing, no header copied: what is left is parsing and writing each request and answer
-/// twice. On a runtime of two threads, as the operator has. Its address.
-pub fn http_relay(up: SocketAddr) -> SocketAddr {
-    on_own_runtime("http-relay", move |tx| async move {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        tx.send(listener.local_addr().unwrap()).unwrap();
-        while let Ok((inbound, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let Ok(outbound) = tokio::net::TcpStream::connect(up).await else {
-                    return;
-                };
-                let _ = inbound.set_nodelay(true);
-                let _ = outbound.set_nodelay(true);
-                let handshake = hyper::client::conn::http1::handshake(TokioIo::new(outbound));
-                let Ok((sender, upstream)) = handshake.await else {
-                    return;
-                };
-
-                // HTTP/1.1 answers one request at a time, so the lock is never contended.
-                let sender = Arc::new(tokio::sync::Mutex::new(sender));
-                let forward = service_fn(move |req: http::Request<Incoming>| {
-                    let sender = sender.clone();
-                    async move {
-                        let mut sender = sender.lock().await;
-                        sender.ready().await?;
-                        sender.send_request(req).await
-                    }
-                });
-                let downstream = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(inbound), forward);
-                tokio::select! {
-                    _ = downstream => {}
-                    _ = upstream => {}
-                }
             });
         }
     })

@@ -168,6 +168,13 @@ pub async fn floor_server() -> (Proc, SocketAddr) {
     reexec("token-floor", "--floor", None, "the floor server").await
 }
 
+/// This bench re-executed as a floor under `/mcp`, `kind` `hyper` or `axum` (see
+/// `serve::relay_main`), in front of the MCP server at `mcp_server`.
+pub async fn relay_server(kind: &str, mcp_server: &str) -> (Proc, SocketAddr) {
+    let (name, flag) = (format!("{kind}-relay"), format!("--{kind}-relay"));
+    reexec(&name, &flag, Some(mcp_server), "a floor under /mcp").await
+}
+
 /// This bench started again as `<flag> ADDR [MCP_SERVER_URL]`, logging into the phase folder
 /// `name`; once it listens, the process and its address.
 async fn reexec(

@@ -124,6 +124,94 @@ async fn floor(listen: SocketAddr) {
     mcp_connector::serve::serve(listener, app, stop).await;
 }
 
+/// The floors under `/mcp`, each in a process of its own so that its CPU is measured as
+/// the operator's is, started as `--hyper-relay ADDR URL` or `--axum-relay ADDR URL`:
+/// HTTP/1.1 proxies to the MCP server at `URL` that check nothing and copy no header.
+///
+/// - `hyper`: each connection in gets a connection out of its own, and one task drives
+///   both, so that an answer is forwarded in the poll that reads it. What is left is
+///   parsing and writing each request and answer twice.
+/// - `axum`: the product's `serve` and an axum router with one route, which forwards
+///   through the product's per-connection upstreams (`proxy::local`): what `/mcp` costs
+///   before routing by host, CORS, the token check and the copy of the headers.
+pub fn relay_main(kind: &str, listen: &str, up: &str) {
+    let listen: SocketAddr = listen.parse().unwrap();
+    let up: http::Uri = up.parse().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    match kind {
+        "hyper" => rt.block_on(hyper_relay(listen, up)),
+        _ => rt.block_on(axum_relay(listen, up)),
+    }
+}
+
+async fn hyper_relay(listen: SocketAddr, up: http::Uri) {
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+
+    let up = up.authority().unwrap().to_string();
+    let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
+    while let Ok((inbound, _)) = listener.accept().await {
+        let up = up.clone();
+        tokio::spawn(async move {
+            let Ok(outbound) = tokio::net::TcpStream::connect(up).await else {
+                return;
+            };
+            let _ = inbound.set_nodelay(true);
+            let _ = outbound.set_nodelay(true);
+            let handshake = hyper::client::conn::http1::handshake(TokioIo::new(outbound));
+            let Ok((sender, upstream)) = handshake.await else {
+                return;
+            };
+
+            // HTTP/1.1 answers one request at a time, so the lock is never contended.
+            let sender = Arc::new(tokio::sync::Mutex::new(sender));
+            let forward = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let sender = sender.clone();
+                async move {
+                    let mut sender = sender.lock().await;
+                    sender.ready().await?;
+                    sender.send_request(req).await
+                }
+            });
+            let downstream = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(inbound), forward);
+            tokio::select! {
+                _ = downstream => {}
+                _ = upstream => {}
+            }
+        });
+    }
+}
+
+async fn axum_relay(listen: SocketAddr, up: http::Uri) {
+    use axum::body::Body;
+    use axum::response::IntoResponse;
+    use mcp_connector::proxy::local::Upstreams;
+
+    let forward = move |axum::Extension(upstreams): axum::Extension<Upstreams>,
+                        request: axum::extract::Request| {
+        let up = up.clone();
+        async move {
+            let (mut parts, body) = request.into_parts();
+            parts.uri = up;
+            parts.headers.remove(http::header::HOST);
+            let outgoing = http::Request::from_parts(parts, body);
+            match upstreams.send(outgoing).await {
+                Ok(answer) => answer.map(Body::new).into_response(),
+                Err(_) => http::StatusCode::BAD_GATEWAY.into_response(),
+            }
+        }
+    };
+    let app: axum::Router = axum::Router::new().route("/mcp", axum::routing::any(forward));
+
+    let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
+    let stop = mcp_connector::run::shutdown_signal();
+    mcp_connector::serve::serve(listener, app, stop).await;
+}
+
 /// A sealing and a signing key made now.
 pub fn fresh_keys() -> Keys {
     let now = jiff::Timestamp::now();

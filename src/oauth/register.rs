@@ -131,6 +131,27 @@ fn validate(served: &Served, meta: &Metadata) -> Result<Vec<String>, OAuthError>
     Ok(uris)
 }
 
+/// The scope a registration answers with: the asked scopes this server grants (with
+/// `offline_access`, which `/authorize` and `/token` accept), or all of the connector's when
+/// none of them was asked. An unknown scope is dropped rather than refused, so that a
+/// client that registers `openid profile` still gets a client; it is refused at
+/// `/authorize` only if asked there.
+fn registered_scope(allowed: &[String], requested: Option<&str>) -> String {
+    let mut kept: Vec<&str> = Vec::new();
+    for scope in requested.unwrap_or_default().split(' ') {
+        let known = scope == "offline_access" || allowed.iter().any(|a| a == scope);
+        if known && !kept.contains(&scope) {
+            kept.push(scope);
+        }
+    }
+    if !kept.iter().any(|s| allowed.iter().any(|a| a == s)) {
+        let mut all: Vec<&str> = allowed.iter().map(String::as_str).collect();
+        all.extend(kept);
+        return all.join(" ");
+    }
+    kept.join(" ")
+}
+
 /// `POST /register`.
 pub async fn register(
     State(state): State<AppState>,
@@ -195,10 +216,7 @@ async fn registration(
     let client_id = seal::seal(keys, Purpose::Client, &served.connector.id, &registration)
         .map_err(OAuthError::internal)?;
 
-    let scope = meta
-        .scope
-        .clone()
-        .unwrap_or_else(|| served.connector.settings.scopes.join(" "));
+    let scope = registered_scope(&served.connector.settings.scopes, meta.scope.as_deref());
     let grant_types = meta
         .grant_types
         .clone()
@@ -238,6 +256,20 @@ async fn registration(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_registration_is_answered_with_the_scopes_it_can_be_granted() {
+        let allowed = vec!["mcp".to_string(), "read".to_string()];
+        let scope = |asked| registered_scope(&allowed, asked);
+
+        assert_eq!(scope(None), "mcp read");
+        assert_eq!(scope(Some("read")), "read");
+        assert_eq!(scope(Some("mcp offline_access")), "mcp offline_access");
+        assert_eq!(scope(Some("openid mcp admin mcp")), "mcp");
+        assert_eq!(scope(Some("openid profile")), "mcp read");
+        assert_eq!(scope(Some("offline_access")), "mcp read offline_access");
+        assert_eq!(scope(Some("  ")), "mcp read");
+    }
 
     #[test]
     fn the_rate_limit_resets_each_window() {

@@ -372,9 +372,10 @@ async fn keep_secrets(
 
     let (dcr, signing) = match (dcr, signing) {
         (Ok(d), Ok(s)) => (d, s),
-        (Err(why), _) | (_, Err(why)) => {
+        (Err(refused), _) | (_, Err(refused)) => {
+            let secrets::Refused { reason, message } = refused;
             return Ok(SecretsOutcome {
-                observed: Observed::failed(status::SECRETS_READY, "SecretNotManaged", why),
+                observed: Observed::failed(status::SECRETS_READY, reason, message),
                 status: known,
                 next_due: None,
                 signing_kid: None,

@@ -70,6 +70,24 @@ pub fn is_managed(secret: &Secret) -> bool {
         == Some(MANAGED_BY)
 }
 
+/// The other connector a managed Secret is kept for, if it is not `connector`. Two
+/// connectors of one namespace that name the same Secret (both left at the default names,
+/// say) would otherwise take turns owning it: deleting one would delete the other's keys,
+/// and the keys would open one's codes and client ids at the other.
+pub fn kept_for_another<'a>(secret: &'a Secret, connector: &str) -> Option<&'a str> {
+    let owner = secret.metadata.labels.as_ref()?.get(CONNECTOR_LABEL)?;
+    (is_managed(secret) && owner != connector).then_some(owner.as_str())
+}
+
+/// Why a Secret cannot be used, for the `SecretsReady` condition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refused {
+    /// The condition's reason.
+    pub reason: &'static str,
+    /// What to do about it.
+    pub message: String,
+}
+
 /// Decides what a Secret needs. `known_uid` is the UID recorded in status, so that a
 /// Secret that disappeared is told apart from one never made.
 pub fn decide(
@@ -167,7 +185,7 @@ pub async fn keep(
     kind: KeyKind,
     policy: Policy,
     now: Timestamp,
-) -> Result<Result<Kept, String>, Error> {
+) -> Result<Result<Kept, Refused>, Error> {
     let existing = api
         .get_opt(name)
         .await
@@ -175,15 +193,30 @@ pub async fn keep(
             name: name.into(),
             source,
         })?;
+    if let Some(other) = existing
+        .as_ref()
+        .and_then(|s| kept_for_another(s, connector))
+    {
+        return Ok(Err(Refused {
+            reason: "SecretInUse",
+            message: format!(
+                "Secret {name} holds the keys of McpConnector {other}; name another Secret \
+                 in spec.secrets"
+            ),
+        }));
+    }
     let decision =
         decide(existing.as_ref(), known_uid, kind, policy, now).map_err(Error::Generate)?;
 
     let (keyset, change, written) = match decision {
         Decision::Foreign => {
-            return Ok(Err(format!(
-                "Secret {name} exists, is not managed by mcp-connector and holds no usable keys; \
-                 delete it or name another Secret in spec.secrets"
-            )));
+            return Ok(Err(Refused {
+                reason: "SecretNotManaged",
+                message: format!(
+                    "Secret {name} exists, is not managed by mcp-connector and holds no usable \
+                     keys; delete it or name another Secret in spec.secrets"
+                ),
+            }));
         }
         Decision::Keep(set) => {
             let uid = existing.as_ref().and_then(|s| s.metadata.uid.clone());
@@ -301,6 +334,25 @@ mod tests {
             Decision::Update(_, Change::Replaced(_))
         ));
         assert!(matches!(theirs.unwrap(), Decision::Foreign));
+    }
+
+    #[test]
+    fn a_managed_secret_labelled_for_another_connector_is_theirs() {
+        let mut secret = secret_with(b"", true);
+        let labels = secret.metadata.labels.get_or_insert_default();
+        labels.insert(CONNECTOR_LABEL.into(), "observability".into());
+
+        assert_eq!(kept_for_another(&secret, "staging"), Some("observability"));
+        assert_eq!(kept_for_another(&secret, "observability"), None);
+
+        // A Secret someone else labelled is not ours to refuse; it is judged by its content.
+        let mut foreign = secret.clone();
+        foreign
+            .metadata
+            .labels
+            .get_or_insert_default()
+            .remove(MANAGED_BY_LABEL);
+        assert_eq!(kept_for_another(&foreign, "staging"), None);
     }
 
     #[test]
