@@ -70,6 +70,8 @@ pub struct McpServer {
     pub selector: BTreeMap<String, String>,
     /// Where `/mcp` is proxied to.
     pub url: Url,
+    /// The same, parsed once for the per-connection upstreams (`proxy::local`).
+    pub uri: http::Uri,
     /// HTTP/2 with prior knowledge to `url`.
     pub http2: bool,
 }
@@ -331,10 +333,15 @@ fn mcp_server(namespace: &str, spec: &McpConnectorSpec) -> Result<McpServer, Spe
         ));
     }
 
+    let uri = url
+        .as_str()
+        .parse()
+        .map_err(|e| SpecError::new("spec.mcpServer.url", format!("`{raw_url}`: {e}")))?;
     Ok(McpServer {
         deployment,
         selector,
         url,
+        uri,
         http2: server.http2.unwrap_or(false),
     })
 }

@@ -24,6 +24,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::http::uri::Authority;
 use axum::http::{HeaderValue, Request, Response, Uri, header};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -66,7 +67,7 @@ struct Opened {
 }
 
 struct Kept {
-    authority: String,
+    authority: Authority,
     sender: SendRequest<Body>,
 }
 
@@ -87,6 +88,8 @@ pub enum LocalError {
     Handshake(#[source] hyper::Error),
     #[error("the exchange with the MCP server")]
     Exchange(#[source] hyper::Error),
+    #[error("the MCP server's URL has no host")]
+    NotAbsolute,
 }
 
 /// A handle for a new client connection's requests, and the driver its task runs.
@@ -143,7 +146,7 @@ impl Upstreams {
     /// request a kept connection could not take, because the server had just closed it,
     /// goes on a new one.
     pub async fn send(&self, request: Request<Body>) -> Result<Response<Incoming>, LocalError> {
-        let (request, authority) = origin_form(request);
+        let (request, authority) = origin_form(request)?;
 
         let request = match self.take(&authority) {
             Some(mut sender) => match sender.try_send_request(request).await {
@@ -168,16 +171,16 @@ impl Upstreams {
         Ok(response)
     }
 
-    fn take(&self, authority: &str) -> Option<SendRequest<Body>> {
+    fn take(&self, authority: &Authority) -> Option<SendRequest<Body>> {
         let mut kept = lock(&self.shared.kept);
         kept.retain(|k| !k.sender.is_closed());
         let at = kept
             .iter()
-            .position(|k| k.authority == authority && k.sender.is_ready())?;
+            .position(|k| k.authority == *authority && k.sender.is_ready())?;
         kept.remove(at).map(|k| k.sender)
     }
 
-    fn put(&self, authority: String, sender: SendRequest<Body>) {
+    fn put(&self, authority: Authority, sender: SendRequest<Body>) {
         let mut kept = lock(&self.shared.kept);
         if kept.len() >= MAX_KEPT {
             kept.pop_front();
@@ -185,8 +188,14 @@ impl Upstreams {
         kept.push_back(Kept { authority, sender });
     }
 
-    async fn connect(&self, authority: &str) -> Result<SendRequest<Body>, LocalError> {
-        let connecting = TcpStream::connect(authority);
+    async fn connect(&self, authority: &Authority) -> Result<SendRequest<Body>, LocalError> {
+        // An IPv6 host is bracketed in the URI, and must be to connect too.
+        let address = format!(
+            "{}:{}",
+            authority.host(),
+            authority.port_u16().unwrap_or(80)
+        );
+        let connecting = TcpStream::connect(address);
         let socket = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await
             .map_err(|_| LocalError::ConnectTimeout)?
@@ -217,26 +226,18 @@ impl Upstreams {
 }
 
 /// The request with its URI cut to the path and query, and the `Host` the MCP server's URL
-/// names; that authority, as `host:port`.
-fn origin_form(request: Request<Body>) -> (Request<Body>, String) {
+/// names; that authority. Nothing is copied but the `Host` value.
+fn origin_form(request: Request<Body>) -> Result<(Request<Body>, Authority), LocalError> {
     let (mut parts, body) = request.into_parts();
-    let authority = parts.uri.authority().map(|a| a.as_str().to_string());
-    let port = parts.uri.port_u16().unwrap_or(80);
-    let host = parts.uri.host().unwrap_or_default().to_string();
+    let uri = std::mem::take(&mut parts.uri).into_parts();
+    let authority = uri.authority.ok_or(LocalError::NotAbsolute)?;
 
-    if let Some(host_header) = authority.and_then(|a| HeaderValue::from_str(&a).ok()) {
-        parts.headers.insert(header::HOST, host_header);
-    }
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
-    parts.uri = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
-
-    // An IPv6 host is bracketed in the URI, and must be to connect too.
-    let authority = format!("{host}:{port}");
-    (Request::from_parts(parts, body), authority)
+    let host = HeaderValue::from_str(authority.as_str()).map_err(|_| LocalError::NotAbsolute)?;
+    parts.headers.insert(header::HOST, host);
+    parts.uri = uri
+        .path_and_query
+        .map_or_else(|| Uri::from_static("/"), Uri::from);
+    Ok((Request::from_parts(parts, body), authority))
 }
 
 #[cfg(test)]
@@ -248,7 +249,7 @@ mod tests {
         let request = Request::post("http://kf-mcp.monitoring.svc:8080/mcp?x=1")
             .body(Body::empty())
             .unwrap();
-        let (request, authority) = origin_form(request);
+        let (request, authority) = origin_form(request).unwrap();
         assert_eq!(request.uri(), "/mcp?x=1");
         assert_eq!(
             request.headers()[header::HOST],
@@ -259,8 +260,15 @@ mod tests {
         let request = Request::get("http://[::1]/mcp")
             .body(Body::empty())
             .unwrap();
-        let (request, authority) = origin_form(request);
+        let (request, authority) = origin_form(request).unwrap();
         assert_eq!(request.headers()[header::HOST], "[::1]");
-        assert_eq!(authority, "[::1]:80");
+        assert_eq!(authority, "[::1]");
+        assert_eq!(authority.port_u16(), None);
+
+        let relative = Request::get("/mcp").body(Body::empty()).unwrap();
+        assert!(matches!(
+            origin_form(relative),
+            Err(LocalError::NotAbsolute)
+        ));
     }
 }

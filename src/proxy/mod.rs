@@ -254,7 +254,7 @@ fn forwarded_headers(incoming: &HeaderMap, claims: &AccessClaims) -> HeaderMap {
         .map(|s| s.trim().to_ascii_lowercase())
         .collect();
 
-    let mut out = HeaderMap::new();
+    let mut out = HeaderMap::with_capacity(incoming.len() + 4);
     for (name, value) in incoming {
         let n = name.as_str();
         let dropped = HOP_BY_HOP.contains(&n)
@@ -269,18 +269,24 @@ fn forwarded_headers(incoming: &HeaderMap, claims: &AccessClaims) -> HeaderMap {
         }
     }
 
+    let groups = claims.groups.join(",");
     let identity = [
-        (USER_HEADER, claims.sub.clone()),
-        (GROUPS_HEADER, claims.groups.join(",")),
-        (CLIENT_HEADER, claims.client_id.clone()),
-        (SCOPE_HEADER, claims.scope.clone()),
+        (USER_HEADER, claims.sub.as_str()),
+        (GROUPS_HEADER, groups.as_str()),
+        (CLIENT_HEADER, claims.client_id.as_str()),
+        (SCOPE_HEADER, claims.scope.as_str()),
     ];
     for (name, value) in identity {
-        if let Ok(v) = HeaderValue::from_str(&value) {
+        if let Ok(v) = HeaderValue::from_str(value) {
             out.insert(HeaderName::from_static(name), v);
         }
     }
     out
+}
+
+/// Whether an answer carries a hop-by-hop header, so that they are removed only then.
+fn has_hop_by_hop(headers: &HeaderMap) -> bool {
+    headers.keys().any(|n| HOP_BY_HOP.contains(&n.as_str()))
 }
 
 async fn forward(
@@ -307,7 +313,7 @@ async fn forward(
         Some(upstreams) => {
             let mut outgoing = http::Request::new(body);
             *outgoing.method_mut() = parts.method;
-            *outgoing.uri_mut() = server.url.as_str().parse().unwrap_or_default();
+            *outgoing.uri_mut() = server.uri.clone();
             *outgoing.headers_mut() = headers;
             upstreams
                 .send(outgoing)
@@ -332,8 +338,10 @@ async fn forward(
     *response.status_mut() = upstream.status;
     *response.headers_mut() = upstream.headers;
     let h = response.headers_mut();
-    for name in HOP_BY_HOP {
-        h.remove(name);
+    if has_hop_by_hop(h) {
+        for name in HOP_BY_HOP {
+            h.remove(name);
+        }
     }
     // An ingress in front (nginx) would otherwise buffer the event stream.
     let streaming = h
