@@ -783,6 +783,53 @@ async fn streams_phase(report: &mut Report) {
         ));
         ours.terminate(Duration::from_secs(60)).await;
     }
+    if procs::wrapper().is_none() {
+        hyper_streams(report, &direct, &up_url, two_each).await;
+    }
+}
+
+/// The floor under the HTTP/1.1 streams: as many streams through the bare hyper proxy of
+/// the `/mcp` floors, which holds for each a connection in and one out and nothing else.
+async fn hyper_streams(report: &mut Report, direct: &mcp::Target, up_url: &str, count: usize) {
+    let (relay, addr) = procs::relay_server("hyper", up_url).await;
+    let target = mcp::Target {
+        addr,
+        path: "/mcp".into(),
+        bearer: None,
+    };
+    mcp::max_rate(&target, 2, Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let base = relay.rss_mib();
+
+    let ids = mcp::sessions(direct, count, 16).await;
+    let open = mcp::open_http1(&target, ids, 128).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss = relay.rss_mib();
+    let per_kib = (rss - base) * 1024.0 / open.opened.max(1) as f64;
+    let at_10k = base + per_kib * STREAMS as f64 / 1024.0;
+    report.row(
+        "the same streams through a bare hyper HTTP/1.1 proxy (the floor), HTTP/1.1 in and out",
+        format!(
+            "{} ({} streams); {} at 10,000",
+            mib(rss),
+            open.opened,
+            mib(at_10k)
+        ),
+        "n/a".into(),
+        String::new(),
+        "",
+        String::new(),
+    );
+    report.note(format!(
+        "streams through the bare hyper proxy: {} of {count} opened, {} failed; {} before, {} \
+         with them open ({per_kib:.1} KiB a stream).",
+        open.opened,
+        open.failed,
+        mib(base),
+        mib(rss),
+    ));
+    drop(open);
+    relay.terminate(Duration::from_secs(60)).await;
 }
 
 async fn cluster_phase(report: &mut Report) {

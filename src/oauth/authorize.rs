@@ -104,6 +104,11 @@ pub fn params(raw: &[u8]) -> Result<HashMap<String, String>, String> {
 /// Decodes one `application/x-www-form-urlencoded` name or value; `None` when the bytes
 /// are not UTF-8. A `%` not followed by two hex digits stays as it is, as in WHATWG URL.
 fn form_decode(raw: &[u8]) -> Option<String> {
+    // Most values (codes, tokens, client ids) have nothing to decode: a copy then.
+    if !raw.iter().any(|b| matches!(b, b'%' | b'+')) {
+        return String::from_utf8(raw.to_vec()).ok();
+    }
+
     let hex = |b: Option<&u8>| b.and_then(|b| (*b as char).to_digit(16));
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
@@ -615,6 +620,12 @@ mod tests {
         assert_eq!(p["c"], "\u{2713}");
         assert!(params(b"state=%FF%FE").is_err());
         assert!(params(b"%FF=x").is_err());
+
+        // Values with nothing to decode are copied, and must be UTF-8 too.
+        let plain = params(b"code=eyJhbGciOi_-.x&client_id=abc").unwrap();
+        assert_eq!(plain["code"], "eyJhbGciOi_-.x");
+        assert!(params(b"state=\xff\xfe").is_err());
+        assert!(params(b"\xff=x").is_err());
     }
 
     #[test]
