@@ -72,8 +72,8 @@ pub fn is_managed(secret: &Secret) -> bool {
 
 /// The other connector a managed Secret is kept for, if it is not `connector`. Two
 /// connectors of one namespace that name the same Secret (both left at the default names,
-/// say) would otherwise take turns owning it: deleting one would delete the other's keys,
-/// and the keys would open one's codes and client ids at the other.
+/// say) would otherwise take turns owning it, so that deleting one deletes the other's
+/// keys, and each would sign its tokens with a key the other publishes.
 pub fn kept_for_another<'a>(secret: &'a Secret, connector: &str) -> Option<&'a str> {
     let owner = secret.metadata.labels.as_ref()?.get(CONNECTOR_LABEL)?;
     (is_managed(secret) && owner != connector).then_some(owner.as_str())
