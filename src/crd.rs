@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::core::v1::Secret;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -19,6 +20,32 @@ pub const MANAGED_BY: &str = "mcp-connector";
 
 /// Label naming the connector an object belongs to.
 pub const CONNECTOR_LABEL: &str = "mcp.kloudfuse.io/connector";
+
+/// Whether the operator made this Secret.
+pub fn is_managed(secret: &Secret) -> bool {
+    secret
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(MANAGED_BY_LABEL))
+        .map(String::as_str)
+        == Some(MANAGED_BY)
+}
+
+/// The other connector a managed Secret is kept for, if it is not `connector`. Two
+/// connectors of one namespace that name the same Secret (both left at the default names,
+/// say) would otherwise take turns owning it, so that deleting one deletes the other's
+/// keys, and each would sign its tokens with a key the other publishes.
+pub fn kept_for_another<'a>(secret: &'a Secret, connector: &str) -> Option<&'a str> {
+    let owner = secret.metadata.labels.as_ref()?.get(CONNECTOR_LABEL)?;
+    (is_managed(secret) && owner != connector).then_some(owner.as_str())
+}
+
+/// What a Secret kept for another connector is refused with, by the reconcile loop and by
+/// the key store alike.
+pub fn in_use(name: &str, other: &str) -> String {
+    format!("Secret {name} holds the keys of McpConnector {other}")
+}
 
 /// The redirect URI allowlist shipped by default: the supported CLI clients on loopback and
 /// Claude's hosted callback.

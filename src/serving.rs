@@ -90,7 +90,7 @@ pub async fn read_upstream(
 }
 
 /// The keys in the Secret `name` for the connector `connector` of `ns`; never those of a
-/// Secret kept for another connector (see `reconcile::secrets::kept_for_another`).
+/// Secret kept for another connector (see `crd::kept_for_another`).
 fn keyset(
     secrets: &Store<Secret>,
     (ns, connector): (&str, &str),
@@ -100,10 +100,8 @@ fn keyset(
     let secret = secrets
         .get(&ObjectRef::new(name).within(ns))
         .ok_or_else(|| format!("Secret {name} does not hold keys made by mcp-connector yet"))?;
-    if let Some(other) = crate::reconcile::secrets::kept_for_another(&secret, connector) {
-        return Err(format!(
-            "Secret {name} holds the keys of McpConnector {other}"
-        ));
+    if let Some(other) = crate::crd::kept_for_another(&secret, connector) {
+        return Err(crate::crd::in_use(name, other));
     }
     let bytes = secret
         .data

@@ -332,6 +332,15 @@ fn mcp_server(namespace: &str, spec: &McpConnectorSpec) -> Result<McpServer, Spe
             "must be an http or https URL",
         ));
     }
+    // Why: a user and password in the URL would go out in the `Host` of every request on one
+    // path and as Basic credentials on the other; the MCP server trusts the identity headers
+    // instead.
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(SpecError::new(
+            "spec.mcpServer.url",
+            "must not hold a user or password",
+        ));
+    }
 
     let uri = url
         .as_str()
@@ -461,7 +470,7 @@ fn managed_secret(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{OidcUpstreamSpec, TokensSpec, UpstreamSpec};
+    use crate::crd::{McpServerSpec, OidcUpstreamSpec, TokensSpec, UpstreamSpec};
 
     fn spec() -> McpConnectorSpec {
         serde_json::from_value(serde_json::json!({
@@ -539,6 +548,15 @@ mod tests {
                     })
                 },
                 "spec.upstream.oidc.issuerURL",
+            ),
+            (
+                |s| {
+                    s.mcp_server = Some(McpServerSpec {
+                        url: Some("http://user:pw@kf-mcp.kfuse.svc:8080/mcp".into()),
+                        ..Default::default()
+                    })
+                },
+                "spec.mcpServer.url",
             ),
         ];
         for (edit, field) in cases {

@@ -88,7 +88,7 @@ pub enum LocalError {
     Handshake(#[source] hyper::Error),
     #[error("the exchange with the MCP server")]
     Exchange(#[source] hyper::Error),
-    #[error("the MCP server's URL has no host")]
+    #[error("the MCP server's URL has no usable host")]
     NotAbsolute,
 }
 

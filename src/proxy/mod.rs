@@ -245,25 +245,40 @@ impl SendError {
     }
 }
 
-fn forwarded_headers(incoming: &HeaderMap, claims: &AccessClaims) -> HeaderMap {
-    let connection_listed: Vec<String> = incoming
+/// The names a `Connection` header lists (RFC 9110 7.6.1), lowercased: hop-by-hop too.
+fn connection_listed(headers: &HeaderMap) -> Vec<String> {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(|s| s.trim().to_ascii_lowercase())
-        .collect();
+        .collect()
+}
+
+/// The headers the MCP server gets: the client's, less the hop-by-hop ones, its credentials,
+/// anything that looks like identity, and the headers of the connector's own authenticating
+/// proxy (`private`: its shared secret, and the user and groups it sets); then the verified
+/// identity. An identity that cannot be written as a header value is refused rather than
+/// left out, since the MCP server would then see a request with no user.
+fn forwarded_headers(
+    incoming: &HeaderMap,
+    claims: &AccessClaims,
+    private: &[&str],
+) -> Result<HeaderMap, OAuthError> {
+    let listed = connection_listed(incoming);
 
     let mut out = HeaderMap::with_capacity(incoming.len() + 4);
     for (name, value) in incoming {
         let n = name.as_str();
         let dropped = HOP_BY_HOP.contains(&n)
-            || connection_listed.iter().any(|c| c == n)
+            || listed.iter().any(|c| c == n)
             || n == "authorization"
             || n == "host"
             || n == "cookie"
             || n.starts_with("x-mcp-connector-")
-            || IDENTITY_LOOKALIKES.iter().any(|p| n.starts_with(p));
+            || IDENTITY_LOOKALIKES.iter().any(|p| n.starts_with(p))
+            || private.iter().any(|p| p.eq_ignore_ascii_case(n));
         if !dropped {
             out.append(name.clone(), value.clone());
         }
@@ -277,16 +292,43 @@ fn forwarded_headers(incoming: &HeaderMap, claims: &AccessClaims) -> HeaderMap {
         (SCOPE_HEADER, claims.scope.as_str()),
     ];
     for (name, value) in identity {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            out.insert(HeaderName::from_static(name), v);
-        }
+        let value = HeaderValue::from_str(value).map_err(|_| {
+            OAuthError::new(
+                ErrorCode::AccessDenied,
+                format!("the token's identity cannot be passed to the MCP server in {name}"),
+            )
+            .with_status(StatusCode::FORBIDDEN)
+        })?;
+        out.insert(HeaderName::from_static(name), value);
     }
-    out
+    Ok(out)
 }
 
-/// Whether an answer carries a hop-by-hop header, so that they are removed only then.
-fn has_hop_by_hop(headers: &HeaderMap) -> bool {
-    headers.keys().any(|n| HOP_BY_HOP.contains(&n.as_str()))
+/// Removes the hop-by-hop headers of an answer, those its `Connection` lists included.
+/// Most answers have none but the framing, so the names are looked up one by one (eight
+/// hash lookups) only when a pass over the few headers there are finds one.
+fn drop_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.keys().any(|n| HOP_BY_HOP.contains(&n.as_str())) {
+        return;
+    }
+    for name in connection_listed(headers) {
+        headers.remove(name.as_str());
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// The request headers of the connector's authenticating proxy, which stay with us.
+fn proxy_headers(served: &Served) -> Vec<&str> {
+    match &served.connector.upstream {
+        crate::upstream::Upstream::Proxy(p) => {
+            let mut names = vec![p.user_header.as_str(), p.secret_header.as_str()];
+            names.extend(p.groups_header.as_deref());
+            names
+        }
+        _ => Vec::new(),
+    }
 }
 
 async fn forward(
@@ -298,7 +340,17 @@ async fn forward(
     let (parts, body) = request.into_parts();
     let body = Body::new(http_body_util::Limited::new(body, MAX_MCP_BODY));
     let server = &served.connector.settings.mcp_server;
-    let headers = forwarded_headers(&parts.headers, &claims);
+    let headers = match forwarded_headers(&parts.headers, &claims, &proxy_headers(served)) {
+        Ok(h) => h,
+        Err(refused) => {
+            tracing::warn!(
+                connector = %served.connector.id,
+                description = %refused.description,
+                "MCP request refused"
+            );
+            return refused.into_response();
+        }
+    };
     let local = parts
         .extensions
         .get::<local::Upstreams>()
@@ -338,11 +390,7 @@ async fn forward(
     *response.status_mut() = upstream.status;
     *response.headers_mut() = upstream.headers;
     let h = response.headers_mut();
-    if has_hop_by_hop(h) {
-        for name in HOP_BY_HOP {
-            h.remove(name);
-        }
-    }
+    drop_hop_by_hop(h);
     // An ingress in front (nginx) would otherwise buffer the event stream.
     let streaming = h
         .get(header::CONTENT_TYPE)
@@ -383,4 +431,81 @@ async fn send_shared(
         None => Body::new(body),
     };
     Ok(http::Response::from_parts(upstream, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(sub: &str) -> AccessClaims {
+        AccessClaims {
+            iss: "https://kloudfuse.example.com".into(),
+            aud: "https://kloudfuse.example.com/mcp".into(),
+            sub: sub.into(),
+            exp: 0,
+            iat: 0,
+            jti: "j".into(),
+            client_id: "c".into(),
+            scope: "mcp".into(),
+            preferred_username: sub.into(),
+            groups: vec!["sre".into()],
+            gid: "g".into(),
+        }
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(n, v)| (HeaderName::from_static(n), HeaderValue::from_static(v)))
+            .collect()
+    }
+
+    #[test]
+    fn the_authenticating_proxys_own_headers_stay_here() {
+        let incoming = headers(&[
+            ("x-auth-proxy-secret", "s3cret"),
+            ("x-user", "mallory"),
+            ("mcp-session-id", "abc"),
+        ]);
+
+        let out = forwarded_headers(
+            &incoming,
+            &claims("alice"),
+            &["X-Auth-Proxy-Secret", "X-User"],
+        )
+        .unwrap();
+
+        assert!(!out.contains_key("x-auth-proxy-secret"));
+        assert!(!out.contains_key("x-user"));
+        assert_eq!(out["mcp-session-id"], "abc");
+        assert_eq!(out[USER_HEADER], "alice");
+    }
+
+    #[test]
+    fn an_identity_that_cannot_be_a_header_is_refused_not_left_out() {
+        let refused = forwarded_headers(&HeaderMap::new(), &claims("eve\u{1}"), &[]).unwrap_err();
+
+        assert_eq!(refused.code, ErrorCode::AccessDenied);
+        assert_eq!(refused.status, Some(StatusCode::FORBIDDEN));
+        assert!(
+            refused.description.contains(USER_HEADER),
+            "{}",
+            refused.description
+        );
+    }
+
+    #[test]
+    fn an_answers_hop_by_hop_headers_go_with_those_its_connection_names() {
+        let mut answer = headers(&[
+            ("connection", "x-upstream-secret, keep-alive"),
+            ("x-upstream-secret", "leak"),
+            ("keep-alive", "timeout=5"),
+            ("content-type", "text/event-stream"),
+        ]);
+
+        drop_hop_by_hop(&mut answer);
+
+        let names: Vec<&str> = answer.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["content-type"]);
+    }
 }

@@ -9,7 +9,9 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, PostParams};
 
-use crate::crd::{CONNECTOR_LABEL, MANAGED_BY, MANAGED_BY_LABEL};
+use crate::crd::{
+    CONNECTOR_LABEL, MANAGED_BY, MANAGED_BY_LABEL, in_use, is_managed, kept_for_another,
+};
 use crate::keys::rotation::{self, Policy};
 use crate::keys::{KEYSET_KEY, KeyError, KeyKind, Keyset};
 
@@ -57,26 +59,6 @@ pub enum Decision {
     Create(Keyset, Change),
     /// A Secret of that name exists and is not ours: leave it alone.
     Foreign,
-}
-
-/// Whether the operator made this Secret.
-pub fn is_managed(secret: &Secret) -> bool {
-    secret
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(MANAGED_BY_LABEL))
-        .map(String::as_str)
-        == Some(MANAGED_BY)
-}
-
-/// The other connector a managed Secret is kept for, if it is not `connector`. Two
-/// connectors of one namespace that name the same Secret (both left at the default names,
-/// say) would otherwise take turns owning it, so that deleting one deletes the other's
-/// keys, and each would sign its tokens with a key the other publishes.
-pub fn kept_for_another<'a>(secret: &'a Secret, connector: &str) -> Option<&'a str> {
-    let owner = secret.metadata.labels.as_ref()?.get(CONNECTOR_LABEL)?;
-    (is_managed(secret) && owner != connector).then_some(owner.as_str())
 }
 
 /// Why a Secret cannot be used, for the `SecretsReady` condition.
@@ -200,8 +182,8 @@ pub async fn keep(
         return Ok(Err(Refused {
             reason: "SecretInUse",
             message: format!(
-                "Secret {name} holds the keys of McpConnector {other}; name another Secret \
-                 in spec.secrets"
+                "{}; name another Secret in spec.secrets",
+                in_use(name, other)
             ),
         }));
     }
