@@ -264,7 +264,7 @@ fn connection_listed(headers: &HeaderMap) -> Vec<String> {
 fn forwarded_headers(
     incoming: &HeaderMap,
     claims: &AccessClaims,
-    private: &[&str],
+    private: &[Option<&str>],
 ) -> Result<HeaderMap, OAuthError> {
     let listed = connection_listed(incoming);
 
@@ -278,7 +278,7 @@ fn forwarded_headers(
             || n == "cookie"
             || n.starts_with("x-mcp-connector-")
             || IDENTITY_LOOKALIKES.iter().any(|p| n.starts_with(p))
-            || private.iter().any(|p| p.eq_ignore_ascii_case(n));
+            || private.iter().flatten().any(|p| p.eq_ignore_ascii_case(n));
         if !dropped {
             out.append(name.clone(), value.clone());
         }
@@ -319,15 +319,16 @@ fn drop_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// The request headers of the connector's authenticating proxy, which stay with us.
-fn proxy_headers(served: &Served) -> Vec<&str> {
+/// The request headers of the connector's authenticating proxy, which stay with us. Asked
+/// on every `/mcp` call, so they come back in an array rather than a new `Vec`.
+fn proxy_headers(served: &Served) -> [Option<&str>; 3] {
     match &served.connector.upstream {
-        crate::upstream::Upstream::Proxy(p) => {
-            let mut names = vec![p.user_header.as_str(), p.secret_header.as_str()];
-            names.extend(p.groups_header.as_deref());
-            names
-        }
-        _ => Vec::new(),
+        crate::upstream::Upstream::Proxy(p) => [
+            Some(p.user_header.as_str()),
+            Some(p.secret_header.as_str()),
+            p.groups_header.as_deref(),
+        ],
+        _ => [None; 3],
     }
 }
 
@@ -471,7 +472,7 @@ mod tests {
         let out = forwarded_headers(
             &incoming,
             &claims("alice"),
-            &["X-Auth-Proxy-Secret", "X-User"],
+            &[Some("X-Auth-Proxy-Secret"), Some("X-User")],
         )
         .unwrap();
 
