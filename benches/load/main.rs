@@ -50,7 +50,7 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "--floor") {
         return serve::floor_main(&args[i + 1]);
     }
-    for kind in ["hyper", "axum"] {
+    for kind in ["hyper", "pool-h1", "pool-h2", "axum"] {
         if let Some(i) = args.iter().position(|a| *a == format!("--{kind}-relay")) {
             return serve::relay_main(kind, &args[i + 1], &args[i + 2]);
         }
@@ -507,6 +507,7 @@ async fn mcp_phase(report: &mut Report) {
         addr: up,
         path: "/mcp".into(),
         bearer: None,
+        extra: Vec::new(),
     };
     // LOAD_WRAP: the same server under a profiler (see `procs::memory_server`), HTTP/1.1.
     let (h1, h1_addr) = match procs::wrapper() {
@@ -520,6 +521,12 @@ async fn mcp_phase(report: &mut Report) {
         addr,
         path: "/mcp".into(),
         bearer,
+        extra: Vec::new(),
+    };
+    let ours_h1 = to(h1_addr, Some(login(h1_addr).await));
+    let identified = mcp::Target {
+        extra: mcp::identity(&ours_h1).await,
+        ..direct.clone()
     };
     // Each path: its label, the process whose CPU is measured, the target, and whether the
     // targets of the issue apply (ours) or it is a floor.
@@ -527,7 +534,7 @@ async fn mcp_phase(report: &mut Report) {
         (
             "`/mcp`, HTTP/1.1 to the MCP server",
             Some(&h1),
-            to(h1_addr, Some(login(h1_addr).await)),
+            ours_h1,
             true,
         ),
         (
@@ -535,6 +542,12 @@ async fn mcp_phase(report: &mut Report) {
             Some(&h2),
             to(h2_addr, Some(login(h2_addr).await)),
             true,
+        ),
+        (
+            "the MCP server called directly with the identity headers `/mcp` adds",
+            None,
+            identified,
+            false,
         ),
         (
             "a bare TCP relay (the floor of any proxy here)",
@@ -565,12 +578,19 @@ async fn mcp_phase(report: &mut Report) {
     let mut direct_slices = Vec::new();
     let mut slices: Vec<Vec<Samples>> = paths.iter().map(|_| Vec::new()).collect();
     let mut cpu = vec![Duration::ZERO; paths.len()];
+    let mut switches = vec![0u64; paths.len()];
+    let mut syscalls = vec![0u64; paths.len()];
     for _ in 0..4 {
         direct_slices.push(mcp::fixed_rate(&direct, MCP_RATE, 4, SLICE).await);
         for (i, (_, proc, target, _)) in paths.iter().enumerate() {
-            let before = proc.map(|p| p.cpu());
+            let before = proc.map(|p| (p.cpu(), p.context_switches(), p.syscalls()));
             slices[i].push(mcp::fixed_rate(target, MCP_RATE, 4, SLICE).await);
-            cpu[i] += before.map_or(Duration::ZERO, |b| proc.unwrap().cpu() - b);
+            if let (Some(p), Some((c, s, (r, w)))) = (proc, before) {
+                let (r2, w2) = p.syscalls();
+                cpu[i] += p.cpu() - c;
+                switches[i] += p.context_switches() - s;
+                syscalls[i] += (r2 - r) + (w2 - w);
+            }
         }
     }
     let mut d = pooled(direct_slices);
@@ -598,10 +618,14 @@ async fn mcp_phase(report: &mut Report) {
                 String::new()
             },
         );
+        let calls = p.micros.len().max(1) as f64;
         let spent = match proc {
             Some(_) => format!(
-                "; the proxy spent {:.0} µs of CPU per call (idle wake-ups included)",
-                cpu[i].as_secs_f64() / p.micros.len().max(1) as f64 * 1e6
+                "; the proxy spent {:.0} µs of CPU, {:.1} context switches and {:.1} read and \
+                 write system calls per call (idle wake-ups included)",
+                cpu[i].as_secs_f64() / calls * 1e6,
+                switches[i] as f64 / calls,
+                syscalls[i] as f64 / calls
             ),
             None => String::new(),
         };
@@ -680,6 +704,7 @@ async fn streams_phase(report: &mut Report) {
         addr: up,
         path: "/mcp".into(),
         bearer: None,
+        extra: Vec::new(),
     };
     // Over HTTP/1.1 to the MCP server, each stream through `/mcp` is two sockets in the
     // operator (client and MCP server side) and, here, two in this process (client and
@@ -719,7 +744,7 @@ async fn streams_phase(report: &mut Report) {
             false,
         )];
     }
-    for (label, count, http2_in, http2_out) in variants {
+    for variant @ (label, count, http2_in, http2_out) in variants {
         let name = format!("streams-{}-{}", http2_in as u8 + 1, http2_out as u8 + 1);
         let (ours, addr) = match procs::wrapper() {
             Some(_) => procs::memory_server(&name, Some(&up_url)).await,
@@ -729,6 +754,7 @@ async fn streams_phase(report: &mut Report) {
             addr,
             path: "/mcp".into(),
             bearer: Some(login(addr).await),
+            extra: Vec::new(),
         };
         mcp::max_rate(&proxied, 2, Duration::from_millis(200)).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -782,33 +808,50 @@ async fn streams_phase(report: &mut Report) {
             mib(rss),
         ));
         ours.terminate(Duration::from_secs(60)).await;
-    }
-    if procs::wrapper().is_none() {
-        hyper_streams(report, &direct, &up_url, two_each).await;
+        if procs::wrapper().is_none() {
+            hyper_streams(report, &direct, &up_url, variant).await;
+        }
     }
 }
 
-/// The floor under the HTTP/1.1 streams: as many streams through the bare hyper proxy of
-/// the `/mcp` floors, which holds for each a connection in and one out and nothing else.
-async fn hyper_streams(report: &mut Report, direct: &mcp::Target, up_url: &str, count: usize) {
-    let (relay, addr) = procs::relay_server("hyper", up_url).await;
+/// The floor under a row of streams: as many streams through a bare hyper proxy, which
+/// holds for each what the protocols on its two sides need and nothing else. HTTP/1.1 in
+/// and out is the proxy of the `/mcp` floors, a connection in and one out per stream; the
+/// mixed rows go through hyper's pooled client.
+async fn hyper_streams(
+    report: &mut Report,
+    direct: &mcp::Target,
+    up_url: &str,
+    (label, count, http2_in, http2_out): (&str, usize, bool, bool),
+) {
+    let kind = match (http2_in, http2_out) {
+        (false, false) => "hyper",
+        (_, false) => "pool-h1",
+        (_, true) => "pool-h2",
+    };
+    let (relay, addr) = procs::relay_server(kind, up_url).await;
     let target = mcp::Target {
         addr,
         path: "/mcp".into(),
         bearer: None,
+        extra: Vec::new(),
     };
     mcp::max_rate(&target, 2, Duration::from_millis(200)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let base = relay.rss_mib();
 
     let ids = mcp::sessions(direct, count, 16).await;
-    let open = mcp::open_http1(&target, ids, 128).await;
+    let open = if http2_in {
+        mcp::open_http2(&target, ids, 100).await
+    } else {
+        mcp::open_http1(&target, ids, 128).await
+    };
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss = relay.rss_mib();
     let per_kib = (rss - base) * 1024.0 / open.opened.max(1) as f64;
     let at_10k = base + per_kib * STREAMS as f64 / 1024.0;
     report.row(
-        "the same streams through a bare hyper HTTP/1.1 proxy (the floor), HTTP/1.1 in and out",
+        &format!("the same streams through a bare hyper proxy (the floor), {label}"),
         format!(
             "{} ({} streams); {} at 10,000",
             mib(rss),
@@ -821,8 +864,8 @@ async fn hyper_streams(report: &mut Report, direct: &mcp::Target, up_url: &str, 
         String::new(),
     );
     report.note(format!(
-        "streams through the bare hyper proxy: {} of {count} opened, {} failed; {} before, {} \
-         with them open ({per_kib:.1} KiB a stream).",
+        "streams through the bare hyper proxy, {label}: {} of {count} opened, {} failed; {} \
+         before, {} with them open ({per_kib:.1} KiB a stream).",
         open.opened,
         open.failed,
         mib(base),

@@ -73,6 +73,9 @@ pub struct Target {
     pub addr: SocketAddr,
     pub path: String,
     pub bearer: Option<String>,
+    /// Headers sent on every call besides the MCP ones: the identity `/mcp` adds, when the
+    /// MCP server is called directly as `/mcp` would call it.
+    pub extra: Vec<(String, String)>,
 }
 
 impl Target {
@@ -86,6 +89,9 @@ impl Target {
         }
         if let Some(id) = session {
             req = req.header("mcp-session-id", id);
+        }
+        for (name, value) in &self.extra {
+            req = req.header(name, value);
         }
         req.body(Full::new(Bytes::from(body))).unwrap()
     }
@@ -151,6 +157,42 @@ async fn call_whoami(conn: &mut Conn, target: &Target, session: &str, id: u64) -
         Ok(a) => a.status == 200 && a.body.windows(8).any(|w| w == b"\"result\""),
         Err(_) => false,
     }
+}
+
+/// The identity headers `/mcp` at `target` sends the MCP server, as `whoami` reports them.
+pub async fn identity(target: &Target) -> Vec<(String, String)> {
+    use mcp_connector::proxy::{CLIENT_HEADER, GROUPS_HEADER, SCOPE_HEADER, USER_HEADER};
+
+    let mut conn = Conn::open(target.addr).await.unwrap();
+    let id = session(&mut conn, target).await;
+    let call = serde_json::json!({
+        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "whoami", "arguments": {}},
+    });
+    let answer = conn
+        .call(target.post(Some(&id), call.to_string()))
+        .await
+        .unwrap();
+    // The event whose data is the JSON-RPC answer (rmcp sends an empty one first); the
+    // tool's text is a JSON object.
+    let text = String::from_utf8_lossy(&answer.body);
+    let data = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .find(|d| !d.trim().is_empty())
+        .unwrap_or_else(|| panic!("no event in {text:?}"));
+    let message: serde_json::Value = serde_json::from_str(data.trim()).unwrap();
+    let tool_text = message["result"]["content"][0]["text"].as_str().unwrap();
+    let who: serde_json::Value = serde_json::from_str(tool_text).unwrap();
+    [
+        (USER_HEADER, "user"),
+        (GROUPS_HEADER, "groups"),
+        (CLIENT_HEADER, "client_id"),
+        (SCOPE_HEADER, "scope"),
+    ]
+    .into_iter()
+    .map(|(header, field)| (header.to_string(), who[field].as_str().unwrap().to_string()))
+    .collect()
 }
 
 /// Calls `whoami` at `rate` a second in total for `duration`, from `workers` connections

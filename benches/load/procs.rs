@@ -50,6 +50,24 @@ impl Proc {
         (field("syscr:"), field("syscw:"))
     }
 
+    /// Context switches of all its threads so far, voluntary (a thread waited: for a
+    /// wake-up, a lock, or the socket) and not.
+    pub fn context_switches(&self) -> u64 {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid)) else {
+            return 0;
+        };
+        let mut total = 0;
+        for task in tasks.flatten() {
+            let text = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            total += text
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+        total
+    }
+
     /// Open file descriptors.
     pub fn fds(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid)).map_or(0, Iterator::count)

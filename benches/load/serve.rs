@@ -143,7 +143,99 @@ pub fn relay_main(kind: &str, listen: &str, up: &str) {
         .unwrap();
     match kind {
         "hyper" => rt.block_on(hyper_relay(listen, up)),
+        "pool-h1" => rt.block_on(pooled_relay(listen, up, false)),
+        "pool-h2" => rt.block_on(pooled_relay(listen, up, true)),
         _ => rt.block_on(axum_relay(listen, up)),
+    }
+}
+
+/// The floor under the event streams whose two sides speak different protocols, with
+/// hyper's own connections: HTTP/2 in and hyper's pooled HTTP/1.1 client out (a connection
+/// for each stream open at once), or, if `http2`, HTTP/1.1 in and HTTP/2 connections out
+/// from the first byte that carry 100 requests each, as `/mcp`'s do (`proxy::http2`).
+/// Requests and answers pass through untouched.
+async fn pooled_relay(listen: SocketAddr, up: http::Uri, http2: bool) {
+    use hyper::server::conn::{http1, http2 as server2};
+    use hyper::service::service_fn;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
+    let pooled: Client<_, hyper::body::Incoming> =
+        Client::builder(TokioExecutor::new()).build(connector);
+    let h2 = Arc::new(H2Connections::new(up.authority().unwrap().to_string()));
+
+    let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
+    while let Ok((inbound, _)) = listener.accept().await {
+        let _ = inbound.set_nodelay(true);
+        let (pooled, h2, up) = (pooled.clone(), h2.clone(), up.clone());
+        let forward = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+            let (pooled, h2) = (pooled.clone(), h2.clone());
+            *req.uri_mut() = up.clone();
+            req.headers_mut().remove(http::header::HOST);
+            async move {
+                if http2 {
+                    *req.version_mut() = http::Version::HTTP_2;
+                    let mut sender = h2.next().await;
+                    sender.send_request(req).await.map_err(|e| e.to_string())
+                } else {
+                    *req.version_mut() = http::Version::HTTP_11;
+                    pooled.request(req).await.map_err(|e| e.to_string())
+                }
+            }
+        });
+        let io = TokioIo::new(inbound);
+        tokio::spawn(async move {
+            if http2 {
+                let _ = http1::Builder::new().serve_connection(io, forward).await;
+            } else {
+                let builder = server2::Builder::new(TokioExecutor::new());
+                let _ = builder.serve_connection(io, forward).await;
+            }
+        });
+    }
+}
+
+type H2Sender = hyper::client::conn::http2::SendRequest<hyper::body::Incoming>;
+
+/// HTTP/2 connections to one server, the `n`th request going on connection `n / 100`.
+/// Streams in the stream runs never close, so counting requests counts open streams.
+struct H2Connections {
+    authority: String,
+    requests: std::sync::atomic::AtomicUsize,
+    opened: tokio::sync::Mutex<Vec<H2Sender>>,
+}
+
+impl H2Connections {
+    fn new(authority: String) -> H2Connections {
+        H2Connections {
+            authority,
+            requests: Default::default(),
+            opened: Default::default(),
+        }
+    }
+
+    async fn next(&self) -> H2Sender {
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+
+        let n = self
+            .requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut opened = self.opened.lock().await;
+        while opened.len() <= n / 100 {
+            let socket = tokio::net::TcpStream::connect(&self.authority)
+                .await
+                .unwrap();
+            socket.set_nodelay(true).unwrap();
+            let (sender, connection) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(socket))
+                    .await
+                    .unwrap();
+            tokio::spawn(connection);
+            opened.push(sender);
+        }
+        opened[n / 100].clone()
     }
 }
 
