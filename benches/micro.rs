@@ -339,7 +339,11 @@ mod mcp_auth {
                 ..FIX.claims.clone()
             };
             let token = access_token::mint(&FIX.keys, &claims).unwrap();
-            state.verified.insert(&token, &FIX.keys, Arc::new(claims));
+            state.verified.insert(
+                &token,
+                &FIX.keys,
+                Arc::new(mcp_connector::proxy::Caller::new(claims)),
+            );
         }
         let headers = headers();
         mcp_connector::proxy::authenticate(&state, &FIX.served, &headers).unwrap();

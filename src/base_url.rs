@@ -1,16 +1,24 @@
 //! The connector's public base URL: which spec field wins, what a valid one is, and the
 //! host key requests are routed by.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use url::{Host, Url};
 
 /// A validated public base URL: absolute, `https` (or `http` on loopback), with a host and no
 /// path, query or fragment. Its string form has no trailing slash, so the issuer and
 /// `authorization_servers[0]` are byte-identical.
+///
+/// Every request is routed to one, so a clone shares it rather than copying its strings.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BaseUrl {
+pub struct BaseUrl(Arc<Parts>);
+
+#[derive(Debug, PartialEq, Eq)]
+struct Parts {
     origin: String,
+    resource: String,
     host_key: String,
     loopback: bool,
 }
@@ -55,51 +63,52 @@ impl BaseUrl {
 
         let host_key = host_key(&host.to_string(), url.port());
         let origin = url.origin().ascii_serialization();
-        Ok(BaseUrl {
+        Ok(BaseUrl(Arc::new(Parts {
+            resource: format!("{origin}/mcp"),
             origin,
             host_key,
             loopback,
-        })
+        })))
     }
 
     /// The base URL with no trailing slash: the issuer.
     pub fn as_str(&self) -> &str {
-        &self.origin
+        &self.0.origin
     }
 
     /// The key this base URL is served under: lowercase host, and the port unless it is the
     /// scheme's default.
     pub fn host_key(&self) -> &str {
-        &self.host_key
+        &self.0.host_key
     }
 
     /// Whether the host is a loopback name or address.
     pub fn is_loopback(&self) -> bool {
-        self.loopback
+        self.0.loopback
     }
 
     /// The canonical protected resource: the base URL and `/mcp`.
-    pub fn resource(&self) -> String {
-        format!("{}/mcp", self.origin)
+    pub fn resource(&self) -> &str {
+        &self.0.resource
     }
 
     /// A URL of one of the connector's routes.
     pub fn join(&self, path: &str) -> String {
-        format!("{}{path}", self.origin)
+        format!("{}{path}", self.0.origin)
     }
 
     /// The same connector as reached on another loopback name with the same scheme and port,
     /// as `dev` serves it.
     pub fn with_loopback_host(&self, request_host: &str) -> Option<BaseUrl> {
-        let scheme = self.origin.split("://").next()?;
+        let scheme = self.0.origin.split("://").next()?;
         let candidate = BaseUrl::parse(&format!("{scheme}://{request_host}"), "Host").ok()?;
         let same_port = candidate.port() == self.port();
 
-        (candidate.loopback && self.loopback && same_port).then_some(candidate)
+        (candidate.0.loopback && self.0.loopback && same_port).then_some(candidate)
     }
 
     fn port(&self) -> Option<u16> {
-        Url::parse(&self.origin).ok()?.port_or_known_default()
+        Url::parse(&self.0.origin).ok()?.port_or_known_default()
     }
 }
 
@@ -127,16 +136,17 @@ pub fn resolve(base_url: Option<&str>, tls_host: Option<&str>) -> Result<BaseUrl
 }
 
 /// Normalises a request's `Host` header into a key comparable with [`BaseUrl::host_key`].
-pub fn request_host_key(host_header: &str, https: bool) -> String {
-    let host = host_header
-        .trim()
-        .trim_end_matches('.')
-        .to_ascii_lowercase();
+/// Asked on every request, and most `Host` headers are already in that form, so it copies
+/// only one that has an upper-case letter.
+pub fn request_host_key(host_header: &str, https: bool) -> Cow<'_, str> {
+    let host = host_header.trim().trim_end_matches('.');
     let default_port = if https { ":443" } else { ":80" };
+    let host = host.strip_suffix(default_port).unwrap_or(host);
 
-    match host.strip_suffix(default_port) {
-        Some(bare) => bare.to_string(),
-        None => host,
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
     }
 }
 

@@ -252,15 +252,16 @@ impl KeyStore {
             return Route::Unknown;
         };
         let key = request_host_key(host, https);
+        let key = key.as_ref();
 
-        if let Some(c) = snap.by_host.get(&key) {
+        if let Some(c) = snap.by_host.get(key) {
             return Route::Serve(c.clone(), c.base.clone());
         }
-        if let Some(why) = snap.unavailable_hosts.get(&key) {
+        if let Some(why) = snap.unavailable_hosts.get(key) {
             return Route::Unavailable(why.clone());
         }
         for c in &snap.aliased {
-            if let Some(alias) = c.base.with_loopback_host(&key) {
+            if let Some(alias) = c.base.with_loopback_host(key) {
                 return Route::Serve(c.clone(), alias);
             }
         }

@@ -35,6 +35,12 @@ pub struct AccessClaims {
     pub gid: String,
 }
 
+impl AsRef<AccessClaims> for AccessClaims {
+    fn as_ref(&self) -> &AccessClaims {
+        self
+    }
+}
+
 /// Why a bearer token was not accepted. The variants are for logs and metrics; the client
 /// sees `invalid_token` for all of them (RFC 6750 3.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]

@@ -237,9 +237,9 @@ pub fn grant_scopes(allowed: &[String], requested: Option<&str>) -> Result<Strin
 pub fn check_resource(served: &Served, requested: Option<&str>) -> Result<String, OAuthError> {
     let canonical = served.base.resource();
     match requested {
-        None | Some("") => Ok(canonical),
-        Some(r) if r == canonical || r.strip_suffix('/') == Some(canonical.as_str()) => {
-            Ok(canonical)
+        None | Some("") => Ok(canonical.to_string()),
+        Some(r) if r == canonical || r.strip_suffix('/') == Some(canonical) => {
+            Ok(canonical.to_string())
         }
         Some(r) => Err(OAuthError::new(
             ErrorCode::InvalidTarget,

@@ -67,7 +67,7 @@ pub struct AppState {
     /// Limits registrations per client address.
     pub register_limit: Arc<register::RateLimit>,
     /// Access tokens already verified on `/mcp`.
-    pub verified: Arc<verified::VerifiedTokens>,
+    pub verified: Arc<verified::VerifiedTokens<crate::proxy::Caller>>,
     /// Counters and latencies for `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The bound on one OAuth request ([`REQUEST_TIMEOUT`]; tests shorten it).

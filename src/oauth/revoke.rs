@@ -33,15 +33,9 @@ pub async fn revoke(
         Some((refresh.c, refresh.g, refresh.exp))
     } else {
         let issuer = served.base.as_str();
-        verify(
-            &connector.keys,
-            token,
-            issuer,
-            &served.base.resource(),
-            None,
-        )
-        .ok()
-        .map(|claims| (claims.client_id, claims.gid, claims.exp))
+        verify(&connector.keys, token, issuer, served.base.resource(), None)
+            .ok()
+            .map(|claims| (claims.client_id, claims.gid, claims.exp))
     };
 
     // RFC 7009 2.2: an unknown or foreign token is answered like a revoked one, so the

@@ -1,6 +1,7 @@
 //! Access tokens already verified on `/mcp`. An MCP client sends the same token on every
 //! call for the token's lifetime, and the ES256 verification is nearly all of the proxy's
-//! own work, so each token is verified once and remembered.
+//! own work, so each token is verified once and remembered, with what the caller made of
+//! its claims (for `/mcp`, the identity headers as well).
 //!
 //! What a remembered token still has to pass on every request:
 //! - the same `Keys` it was verified with: a rotated or deleted Secret builds new `Keys`
@@ -27,34 +28,37 @@ pub const DEFAULT_CAPACITY: usize = 16_384;
 
 type Digest = [u8; 32];
 
-struct Verified {
-    claims: Arc<AccessClaims>,
+struct Verified<V> {
+    value: Arc<V>,
     keys: Weak<Keys>,
 }
 
-#[derive(Default)]
-struct Generations {
-    current: HashMap<Digest, Verified>,
-    previous: HashMap<Digest, Verified>,
+struct Generations<V> {
+    current: HashMap<Digest, Verified<V>>,
+    previous: HashMap<Digest, Verified<V>>,
 }
 
-/// Tokens verified recently, with their claims.
-pub struct VerifiedTokens {
-    generations: Mutex<Generations>,
+/// Tokens verified recently, each with `V`: its claims, or what was made of them.
+pub struct VerifiedTokens<V = AccessClaims> {
+    generations: Mutex<Generations<V>>,
     generation_size: usize,
 }
 
-impl VerifiedTokens {
+impl<V: AsRef<AccessClaims>> VerifiedTokens<V> {
     /// An empty cache holding at most `capacity` tokens (at least 2).
-    pub fn new(capacity: usize) -> VerifiedTokens {
+    pub fn new(capacity: usize) -> VerifiedTokens<V> {
+        let generations = Generations {
+            current: HashMap::new(),
+            previous: HashMap::new(),
+        };
         VerifiedTokens {
-            generations: Mutex::new(Generations::default()),
+            generations: Mutex::new(generations),
             generation_size: (capacity / 2).max(1),
         }
     }
 
-    /// The claims of `token` if it was verified with `keys` and, at `now`, has not expired
-    /// and names this `issuer` and `audience`.
+    /// What was remembered of `token` if it was verified with `keys` and, at `now`, has
+    /// not expired and names this `issuer` and `audience`.
     pub fn get(
         &self,
         token: &str,
@@ -62,7 +66,7 @@ impl VerifiedTokens {
         issuer: &str,
         audience: &str,
         now: i64,
-    ) -> Option<Arc<AccessClaims>> {
+    ) -> Option<Arc<V>> {
         let key = digest_of(token);
         let mut generations = self.lock();
 
@@ -84,10 +88,10 @@ impl VerifiedTokens {
         found
     }
 
-    /// Remembers `claims`, just verified for `token` with `keys`.
-    pub fn insert(&self, token: &str, keys: &Arc<Keys>, claims: Arc<AccessClaims>) {
+    /// Remembers `value`, made of the claims just verified for `token` with `keys`.
+    pub fn insert(&self, token: &str, keys: &Arc<Keys>, value: Arc<V>) {
         let entry = Verified {
-            claims,
+            value,
             keys: Arc::downgrade(keys),
         };
         let mut generations = self.lock();
@@ -105,7 +109,7 @@ impl VerifiedTokens {
         self.len() == 0
     }
 
-    fn insert_locked(&self, generations: &mut Generations, key: Digest, entry: Verified) {
+    fn insert_locked(&self, generations: &mut Generations<V>, key: Digest, entry: Verified<V>) {
         if generations.current.len() >= self.generation_size {
             generations.previous = std::mem::take(&mut generations.current);
         }
@@ -114,7 +118,7 @@ impl VerifiedTokens {
 
     /// The lock; a panic while it was held leaves nothing half-done (each change is one
     /// map operation), so a poisoned lock is used as it is.
-    fn lock(&self) -> MutexGuard<'_, Generations> {
+    fn lock(&self) -> MutexGuard<'_, Generations<V>> {
         self.generations
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -127,18 +131,19 @@ fn digest_of(token: &str) -> Digest {
     out
 }
 
-fn usable(
-    entry: &Verified,
+fn usable<V: AsRef<AccessClaims>>(
+    entry: &Verified<V>,
     keys: &Arc<Keys>,
     issuer: &str,
     audience: &str,
     now: i64,
-) -> Option<Arc<AccessClaims>> {
-    let claims = &entry.claims;
+) -> Option<Arc<V>> {
+    let claims = entry.value.as_ref().as_ref();
     let same_keys = std::ptr::eq(entry.keys.as_ptr(), Arc::as_ptr(keys));
     let fresh = claims.exp + LEEWAY_SECS > now;
 
-    (same_keys && fresh && claims.iss == issuer && claims.aud == audience).then(|| claims.clone())
+    let good = same_keys && fresh && claims.iss == issuer && claims.aud == audience;
+    good.then(|| entry.value.clone())
 }
 
 #[cfg(test)]

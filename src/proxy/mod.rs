@@ -29,6 +29,14 @@ pub const CLIENT_HEADER: &str = "x-mcp-connector-client-id";
 /// The granted scopes.
 pub const SCOPE_HEADER: &str = "x-mcp-connector-scope";
 
+/// The four identity headers, in the order of [`Caller`]'s values.
+const IDENTITY: [HeaderName; 4] = [
+    HeaderName::from_static(USER_HEADER),
+    HeaderName::from_static(GROUPS_HEADER),
+    HeaderName::from_static(CLIENT_HEADER),
+    HeaderName::from_static(SCOPE_HEADER),
+];
+
 /// Identity headers other proxies use. A client could set them to impersonate someone to an
 /// MCP server that trusts one of them, so they never pass.
 const IDENTITY_LOOKALIKES: [&str; 6] = [
@@ -40,16 +48,17 @@ const IDENTITY_LOOKALIKES: [&str; 6] = [
     "x-remote-",
 ];
 
-/// Hop-by-hop headers (RFC 9110 7.6.1), never forwarded in either direction.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// Hop-by-hop headers (RFC 9110 7.6.1), never forwarded in either direction. As names, so
+/// that looking one up or comparing it parses nothing.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 fn challenge(served: &Served, problem: Option<TokenProblem>) -> OAuthError {
@@ -119,33 +128,70 @@ pub fn client(http2: bool) -> reqwest::Client {
     builder.build().unwrap_or_default()
 }
 
-/// Checks the request's token; the claims when it is good. A token verified before with
+/// A caller whose token was verified: its claims, and the identity headers made of them,
+/// once for all the calls the token makes.
+pub struct Caller {
+    /// The token's claims.
+    pub claims: AccessClaims,
+    /// The values of [`USER_HEADER`], [`GROUPS_HEADER`], [`CLIENT_HEADER`] and
+    /// [`SCOPE_HEADER`]; or the name of the first that cannot be a header value.
+    identity: Result<[HeaderValue; 4], &'static str>,
+}
+
+impl Caller {
+    /// The caller with these claims.
+    pub fn new(claims: AccessClaims) -> Caller {
+        let groups = claims.groups.join(",");
+        let value =
+            |name: &'static str, value: &str| HeaderValue::from_str(value).map_err(|_| name);
+        let identity = (|| {
+            Ok([
+                value(USER_HEADER, &claims.sub)?,
+                value(GROUPS_HEADER, &groups)?,
+                value(CLIENT_HEADER, &claims.client_id)?,
+                value(SCOPE_HEADER, &claims.scope)?,
+            ])
+        })();
+        Caller { claims, identity }
+    }
+}
+
+impl AsRef<AccessClaims> for Caller {
+    fn as_ref(&self) -> &AccessClaims {
+        &self.claims
+    }
+}
+
+/// Checks the request's token; the caller when it is good. A token verified before with
 /// the connector's current keys is taken from the cache (`oauth::verified`), with its
 /// expiry, issuer and audience checked again; revocation is asked on every request.
 pub fn authenticate(
     state: &AppState,
     served: &Served,
     headers: &HeaderMap,
-) -> Result<Arc<AccessClaims>, OAuthError> {
+) -> Result<Arc<Caller>, OAuthError> {
     let token = bearer(headers).ok_or_else(|| challenge(served, None))?;
     let keys = &served.connector.keys;
     let (issuer, audience) = (served.base.as_str(), served.base.resource());
     let now = state.clock.unix();
 
-    let claims = match state.verified.get(token, keys, issuer, &audience, now) {
-        Some(claims) => claims,
+    let caller = match state.verified.get(token, keys, issuer, audience, now) {
+        Some(caller) => caller,
         None => {
-            let claims = verify(keys, token, issuer, &audience, Some(now))
+            let claims = verify(keys, token, issuer, audience, Some(now))
                 .map_err(|p| challenge(served, Some(p)))?;
-            let claims = Arc::new(claims);
-            state.verified.insert(token, keys, claims.clone());
-            claims
+            let caller = Arc::new(Caller::new(claims));
+            state.verified.insert(token, keys, caller.clone());
+            caller
         }
     };
-    if state.grants.is_revoked(&served.connector.id, &claims.gid) {
+    if state
+        .grants
+        .is_revoked(&served.connector.id, &caller.claims.gid)
+    {
         return Err(challenge(served, Some(TokenProblem::Revoked)));
     }
-    Ok(claims)
+    Ok(caller)
 }
 
 /// `/mcp`, every method.
@@ -174,7 +220,7 @@ pub async fn mcp(State(state): State<AppState>, served: Served, request: Request
     }
 
     let started = std::time::Instant::now();
-    let claims = match authenticate(&state, &served, request.headers()) {
+    let caller = match authenticate(&state, &served, request.headers()) {
         Ok(c) => c,
         Err(e) => {
             let labels = crate::metrics::OutcomeLabels {
@@ -187,7 +233,7 @@ pub async fn mcp(State(state): State<AppState>, served: Served, request: Request
     if let Some(refused) = too_large(request.headers()) {
         return refused.into_response();
     }
-    let response = forward(&state, &served, claims, request).await;
+    let response = forward(&state, &served, &caller, request).await;
     state
         .metrics
         .mcp_latency
@@ -263,7 +309,7 @@ fn connection_listed(headers: &HeaderMap) -> Vec<String> {
 /// left out, since the MCP server would then see a request with no user.
 fn forwarded_headers(
     incoming: &HeaderMap,
-    claims: &AccessClaims,
+    caller: &Caller,
     private: &[Option<&str>],
 ) -> Result<HeaderMap, OAuthError> {
     let listed = connection_listed(incoming);
@@ -271,11 +317,9 @@ fn forwarded_headers(
     let mut out = HeaderMap::with_capacity(incoming.len() + 4);
     for (name, value) in incoming {
         let n = name.as_str();
-        let dropped = HOP_BY_HOP.contains(&n)
+        let dropped = HOP_BY_HOP.contains(name)
+            || [header::AUTHORIZATION, header::HOST, header::COOKIE].contains(name)
             || listed.iter().any(|c| c == n)
-            || n == "authorization"
-            || n == "host"
-            || n == "cookie"
             || n.starts_with("x-mcp-connector-")
             || IDENTITY_LOOKALIKES.iter().any(|p| n.starts_with(p))
             || private.iter().flatten().any(|p| p.eq_ignore_ascii_case(n));
@@ -284,22 +328,15 @@ fn forwarded_headers(
         }
     }
 
-    let groups = claims.groups.join(",");
-    let identity = [
-        (USER_HEADER, claims.sub.as_str()),
-        (GROUPS_HEADER, groups.as_str()),
-        (CLIENT_HEADER, claims.client_id.as_str()),
-        (SCOPE_HEADER, claims.scope.as_str()),
-    ];
-    for (name, value) in identity {
-        let value = HeaderValue::from_str(value).map_err(|_| {
-            OAuthError::new(
-                ErrorCode::AccessDenied,
-                format!("the token's identity cannot be passed to the MCP server in {name}"),
-            )
-            .with_status(StatusCode::FORBIDDEN)
-        })?;
-        out.insert(HeaderName::from_static(name), value);
+    let identity = caller.identity.as_ref().map_err(|name| {
+        OAuthError::new(
+            ErrorCode::AccessDenied,
+            format!("the token's identity cannot be passed to the MCP server in {name}"),
+        )
+        .with_status(StatusCode::FORBIDDEN)
+    })?;
+    for (name, value) in IDENTITY.into_iter().zip(identity) {
+        out.insert(name, value.clone());
     }
     Ok(out)
 }
@@ -308,7 +345,7 @@ fn forwarded_headers(
 /// Most answers have none but the framing, so the names are looked up one by one (eight
 /// hash lookups) only when a pass over the few headers there are finds one.
 fn drop_hop_by_hop(headers: &mut HeaderMap) {
-    if !headers.keys().any(|n| HOP_BY_HOP.contains(&n.as_str())) {
+    if !headers.keys().any(|n| HOP_BY_HOP.contains(n)) {
         return;
     }
     for name in connection_listed(headers) {
@@ -332,16 +369,11 @@ fn proxy_headers(served: &Served) -> [Option<&str>; 3] {
     }
 }
 
-async fn forward(
-    state: &AppState,
-    served: &Served,
-    claims: Arc<AccessClaims>,
-    request: Request,
-) -> Response {
+async fn forward(state: &AppState, served: &Served, caller: &Caller, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let body = Body::new(http_body_util::Limited::new(body, MAX_MCP_BODY));
     let server = &served.connector.settings.mcp_server;
-    let headers = match forwarded_headers(&parts.headers, &claims, &proxy_headers(served)) {
+    let headers = match forwarded_headers(&parts.headers, caller, &proxy_headers(served)) {
         Ok(h) => h,
         Err(refused) => {
             tracing::warn!(
@@ -438,8 +470,8 @@ async fn send_shared(
 mod tests {
     use super::*;
 
-    fn claims(sub: &str) -> AccessClaims {
-        AccessClaims {
+    fn caller(sub: &str) -> Caller {
+        Caller::new(AccessClaims {
             iss: "https://kloudfuse.example.com".into(),
             aud: "https://kloudfuse.example.com/mcp".into(),
             sub: sub.into(),
@@ -451,7 +483,7 @@ mod tests {
             preferred_username: sub.into(),
             groups: vec!["sre".into()],
             gid: "g".into(),
-        }
+        })
     }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
@@ -471,7 +503,7 @@ mod tests {
 
         let out = forwarded_headers(
             &incoming,
-            &claims("alice"),
+            &caller("alice"),
             &[Some("X-Auth-Proxy-Secret"), Some("X-User")],
         )
         .unwrap();
@@ -484,7 +516,7 @@ mod tests {
 
     #[test]
     fn an_identity_that_cannot_be_a_header_is_refused_not_left_out() {
-        let refused = forwarded_headers(&HeaderMap::new(), &claims("eve\u{1}"), &[]).unwrap_err();
+        let refused = forwarded_headers(&HeaderMap::new(), &caller("eve\u{1}"), &[]).unwrap_err();
 
         assert_eq!(refused.code, ErrorCode::AccessDenied);
         assert_eq!(refused.status, Some(StatusCode::FORBIDDEN));
