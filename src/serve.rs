@@ -39,9 +39,11 @@ use tower::ServiceExt;
 /// balancers ask of a backend (more than 600 s).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(620);
 
-/// The most one HTTP/1.1 connection buffers while reading a request head (hyper's default
-/// is about 400 KiB): more than nginx's 32 KiB, so that whatever passes an ingress fits.
-/// The buffer starts at 8 KiB and only grows for a larger head.
+/// The bound on a request head, above nginx's 32 KiB so that whatever passes an ingress
+/// fits: over HTTP/2, the size of its header list; over HTTP/1.1, what hyper buffers while
+/// a head is incomplete (its default is about 400 KiB). The HTTP/1.1 buffer starts at
+/// 8 KiB and only grows for a larger head; a head that arrives in one large read may be
+/// up to twice this before it is refused.
 pub const MAX_HEAD: usize = 64 * 1024;
 
 /// What a connection is allowed; tests shorten it.
@@ -82,7 +84,8 @@ impl Builders {
         http2
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(60))
-            .keep_alive_timeout(Duration::from_secs(20));
+            .keep_alive_timeout(Duration::from_secs(20))
+            .max_header_list_size(MAX_HEAD as u32);
         Builders { http1, http2 }
     }
 }
@@ -107,6 +110,9 @@ pub async fn serve_with(
 ) {
     let builders = Arc::new(Builders::new(limits));
     let graceful = GracefulShutdown::new();
+    // Tells the connections still waiting for their first byte that the server stops: they
+    // are not hyper's yet, so its graceful shutdown would wait for their timeout.
+    let (closing, closed) = tokio::sync::watch::channel(());
     tokio::pin!(stop);
 
     loop {
@@ -132,11 +138,15 @@ pub async fn serve_with(
             app.clone().oneshot(request)
         });
         let (builders, watcher) = (builders.clone(), graceful.watcher());
-        let first_bytes = limits.header_read_timeout;
+        let (first_bytes, mut closed) = (limits.header_read_timeout, closed.clone());
         tokio::spawn(async move {
             // The protocol is told from the first bytes, before hyper's own timer starts.
             let mut first = [0u8; HTTP2_PREFACE.len()];
-            let n = match tokio::time::timeout(first_bytes, socket.peek(&mut first)).await {
+            let peeked = tokio::select! {
+                peeked = tokio::time::timeout(first_bytes, socket.peek(&mut first)) => peeked,
+                _ = closed.changed() => return,
+            };
+            let n = match peeked {
                 Ok(Ok(n)) if n > 0 => n,
                 _ => {
                     tracing::debug!(%peer, "closing a connection that sent nothing");
@@ -168,6 +178,7 @@ pub async fn serve_with(
     }
 
     drop(listener);
+    let _ = closing.send(());
     graceful.shutdown().await;
 }
 

@@ -126,11 +126,21 @@ impl FromRequestParts<AppState> for Served {
     type Rejection = OAuthError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, OAuthError> {
+        // The request target's authority, when it has one, is the host: HTTP/2's
+        // `:authority`, or an absolute-form target, which wins over `Host` (RFC 9112 3.2.2).
+        // Two `Host` headers are refused (RFC 9112 3.2).
+        let mut hosts = parts.headers.get_all(header::HOST).iter();
+        let host_header = hosts.next();
+        if hosts.next().is_some() {
+            return Err(OAuthError::invalid_request(
+                "the request has more than one Host header",
+            ));
+        }
         let host = parts
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| parts.uri.authority().map(|a| a.as_str()));
+            .uri
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| host_header.and_then(|h| h.to_str().ok()));
 
         // Routing by host, with a 404 for unknown hosts, is the DNS-rebinding defence
         // together with the Origin check on /mcp.

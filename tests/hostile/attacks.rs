@@ -1172,3 +1172,119 @@ async fn crlf_never_reaches_a_header_unescaped() {
         }
     }
 }
+
+/// Sends `request` as it is on a connection of its own; the status and body of the answer.
+async fn raw(addr: SocketAddr, request: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(crate::support::WAIT, stream.read_to_end(&mut answer))
+        .await
+        .expect("no answer")
+        .unwrap();
+
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+/// The host a request is for is its target's when the target is absolute (RFC 9112
+/// 3.2.2), so a `Host` header cannot route it elsewhere; two `Host` headers are refused
+/// (RFC 9112 3.2) rather than the first one used.
+#[tokio::test]
+async fn the_target_names_the_host_and_two_host_headers_are_refused() {
+    let s = TestServer::start(json!({}), None).await;
+    let path = "/.well-known/oauth-authorization-server";
+    let ours = s.addr;
+
+    #[rustfmt::skip]
+    let rows = [
+        (format!("GET http://{ours}{path} HTTP/1.1\r\nhost: evil.example\r\n"), 200,
+            "an absolute target names our host; the Host header another"),
+        (format!("GET http://evil.example{path} HTTP/1.1\r\nhost: {ours}\r\n"), 404,
+            "an absolute target names another host; the Host header ours"),
+        (format!("GET {path} HTTP/1.1\r\nhost: {ours}\r\nhost: evil.example\r\n"), 400,
+            "two Host headers, ours first"),
+        (format!("GET {path} HTTP/1.1\r\nhost: evil.example\r\nhost: {ours}\r\n"), 400,
+            "two Host headers, ours last"),
+    ];
+    for (head, status, why) in rows {
+        let (got, body) = raw(s.addr, &format!("{head}connection: close\r\n\r\n")).await;
+        assert_eq!(got, status, "{why}: {body}");
+        if status != 200 {
+            let error: Value = serde_json::from_str(&body).unwrap_or_default();
+            assert!(
+                error["error"].is_string(),
+                "{why}: not a JSON error: {body}"
+            );
+        }
+    }
+}
+
+/// A request head of 20 KB, over nginx's default but under the bound, is served over
+/// HTTP/1.1 and HTTP/2 alike.
+#[tokio::test]
+async fn a_large_request_head_is_served_over_http1_and_http2_alike() {
+    let s = TestServer::start(json!({}), None).await;
+    let large = "x".repeat(20_000);
+    let http2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+
+    for (client, version) in [(reqwest::Client::new(), "HTTP/1.1"), (http2, "HTTP/2")] {
+        let answer = client
+            .get(s.url("/.well-known/oauth-authorization-server"))
+            .header("x-large", &large)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200, "{version}");
+    }
+}
+
+/// Stopping the server does not wait for a connection that has sent nothing yet: such a
+/// connection is not hyper's, so hyper's graceful shutdown would wait out its timeout.
+#[tokio::test]
+async fn stopping_does_not_wait_for_a_connection_that_sent_nothing() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().route("/", axum::routing::get(|| async { "served" }));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let limits = mcp_connector::serve::Limits {
+        header_read_timeout: Duration::from_secs(600),
+    };
+    let server = tokio::spawn(mcp_connector::serve::serve_with(
+        listener,
+        app,
+        async {
+            let _ = stopped.await;
+        },
+        limits,
+    ));
+
+    // Connections are accepted in turn, so once the second is answered the first is open.
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (status, body) = raw(
+        addr,
+        "GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (200, "served"));
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(crate::support::WAIT, server)
+        .await
+        .expect("stopping waited for the silent connection")
+        .unwrap();
+    let mut rest = Vec::new();
+    assert_eq!(silent.read_to_end(&mut rest).await.unwrap(), 0);
+}
