@@ -149,16 +149,17 @@ pub fn relay_main(kind: &str, listen: &str, up: &str) {
     }
 }
 
-/// The floor under the event streams whose two sides speak different protocols, with
-/// hyper's own connections: HTTP/2 in and hyper's pooled HTTP/1.1 client out (a connection
-/// for each stream open at once), or, if `http2`, HTTP/1.1 in and HTTP/2 connections out
-/// from the first byte that carry 100 requests each, as `/mcp`'s do (`proxy::http2`).
-/// Requests and answers pass through untouched.
+/// The floor under the event streams whose two sides speak different protocols: HTTP/2 in
+/// (hyper-util's automatic builder) and hyper's pooled HTTP/1.1 client out, a connection
+/// for each stream open at once; or, if `http2`, HTTP/1.1 in (hyper's own connection) and
+/// HTTP/2 connections out from the first byte that carry 100 requests each, as `/mcp`'s
+/// do (`proxy::http2`). Requests and answers pass through untouched.
 async fn pooled_relay(listen: SocketAddr, up: http::Uri, http2: bool) {
-    use hyper::server::conn::{http1, http2 as server2};
+    use hyper::server::conn::http1;
     use hyper::service::service_fn;
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder;
 
     let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
     connector.set_nodelay(true);
@@ -185,12 +186,14 @@ async fn pooled_relay(listen: SocketAddr, up: http::Uri, http2: bool) {
                 }
             }
         });
+        // Its streams come in over HTTP/1.1 if `http2`, else over HTTP/2; either way the
+        // warm-up calls come in over HTTP/1.1, so the second takes both.
         let io = TokioIo::new(inbound);
         tokio::spawn(async move {
             if http2 {
                 let _ = http1::Builder::new().serve_connection(io, forward).await;
             } else {
-                let builder = server2::Builder::new(TokioExecutor::new());
+                let builder = Builder::new(TokioExecutor::new());
                 let _ = builder.serve_connection(io, forward).await;
             }
         });
