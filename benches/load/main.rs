@@ -50,7 +50,7 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "--floor") {
         return serve::floor_main(&args[i + 1]);
     }
-    for kind in ["hyper", "pool-h1", "pool-h2", "axum"] {
+    for kind in ["hyper", "h2-h1", "h1-h2", "h2-h2", "axum"] {
         if let Some(i) = args.iter().position(|a| *a == format!("--{kind}-relay")) {
             return serve::relay_main(kind, &args[i + 1], &args[i + 2]);
         }
@@ -817,7 +817,7 @@ async fn streams_phase(report: &mut Report) {
 /// The floor under a row of streams: as many streams through a bare hyper proxy, which
 /// holds for each what the protocols on its two sides need and nothing else. HTTP/1.1 in
 /// and out is the proxy of the `/mcp` floors, a connection in and one out per stream; the
-/// mixed rows go through hyper's pooled client.
+/// other rows go through `serve::pooled_relay`.
 async fn hyper_streams(
     report: &mut Report,
     direct: &mcp::Target,
@@ -826,8 +826,9 @@ async fn hyper_streams(
 ) {
     let kind = match (http2_in, http2_out) {
         (false, false) => "hyper",
-        (_, false) => "pool-h1",
-        (_, true) => "pool-h2",
+        (true, false) => "h2-h1",
+        (false, true) => "h1-h2",
+        (true, true) => "h2-h2",
     };
     let (relay, addr) = procs::relay_server(kind, up_url).await;
     let target = mcp::Target {

@@ -143,18 +143,20 @@ pub fn relay_main(kind: &str, listen: &str, up: &str) {
         .unwrap();
     match kind {
         "hyper" => rt.block_on(hyper_relay(listen, up)),
-        "pool-h1" => rt.block_on(pooled_relay(listen, up, false)),
-        "pool-h2" => rt.block_on(pooled_relay(listen, up, true)),
+        "h2-h1" => rt.block_on(pooled_relay(listen, up, true, false)),
+        "h1-h2" => rt.block_on(pooled_relay(listen, up, false, true)),
+        "h2-h2" => rt.block_on(pooled_relay(listen, up, true, true)),
         _ => rt.block_on(axum_relay(listen, up)),
     }
 }
 
-/// The floor under the event streams whose two sides speak different protocols: HTTP/2 in
-/// (hyper-util's automatic builder) and hyper's pooled HTTP/1.1 client out, a connection
-/// for each stream open at once; or, if `http2`, HTTP/1.1 in (hyper's own connection) and
-/// HTTP/2 connections out from the first byte that carry 100 requests each, as `/mcp`'s
-/// do (`proxy::http2`). Requests and answers pass through untouched.
-async fn pooled_relay(listen: SocketAddr, up: http::Uri, http2: bool) {
+/// The floor under the event streams that are not HTTP/1.1 on both sides: in, over HTTP/2
+/// if `http2_in` (hyper-util's automatic builder, as the warm-up calls come in over
+/// HTTP/1.1) or else over HTTP/1.1 (hyper's own connection); out, over HTTP/2 from the
+/// first byte if `http2_out`, on connections that carry 100 requests each as `/mcp`'s do
+/// (`proxy::http2`), or else through hyper's pooled HTTP/1.1 client, a connection for each
+/// stream open at once. Requests and answers pass through untouched.
+async fn pooled_relay(listen: SocketAddr, up: http::Uri, http2_in: bool, http2_out: bool) {
     use hyper::server::conn::http1;
     use hyper::service::service_fn;
     use hyper_util::client::legacy::Client;
@@ -176,7 +178,7 @@ async fn pooled_relay(listen: SocketAddr, up: http::Uri, http2: bool) {
             *req.uri_mut() = up.clone();
             req.headers_mut().remove(http::header::HOST);
             async move {
-                if http2 {
+                if http2_out {
                     *req.version_mut() = http::Version::HTTP_2;
                     let mut sender = h2.next().await;
                     sender.send_request(req).await.map_err(|e| e.to_string())
@@ -186,15 +188,13 @@ async fn pooled_relay(listen: SocketAddr, up: http::Uri, http2: bool) {
                 }
             }
         });
-        // Its streams come in over HTTP/1.1 if `http2`, else over HTTP/2; either way the
-        // warm-up calls come in over HTTP/1.1, so the second takes both.
         let io = TokioIo::new(inbound);
         tokio::spawn(async move {
-            if http2 {
-                let _ = http1::Builder::new().serve_connection(io, forward).await;
-            } else {
+            if http2_in {
                 let builder = Builder::new(TokioExecutor::new());
                 let _ = builder.serve_connection(io, forward).await;
+            } else {
+                let _ = http1::Builder::new().serve_connection(io, forward).await;
             }
         });
     }
