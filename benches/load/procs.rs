@@ -186,11 +186,12 @@ pub async fn floor_server() -> (Proc, SocketAddr) {
     reexec("token-floor", "--floor", None, "the floor server").await
 }
 
-/// This bench re-executed as a floor under `/mcp`, `kind` `hyper` or `axum` (see
-/// `serve::relay_main`), in front of the MCP server at `mcp_server`.
+/// This bench re-executed as a floor under `/mcp` or its streams, `kind` one of `hyper`,
+/// `axum`, `h2-h1`, `h1-h2` and `h2-h2` (see `serve::relay_main`), in front of the MCP
+/// server at `mcp_server`.
 pub async fn relay_server(kind: &str, mcp_server: &str) -> (Proc, SocketAddr) {
     let (name, flag) = (format!("{kind}-relay"), format!("--{kind}-relay"));
-    reexec(&name, &flag, Some(mcp_server), "a floor under /mcp").await
+    reexec(&name, &flag, Some(mcp_server), "a floor").await
 }
 
 /// This bench started again as `<flag> ADDR [MCP_SERVER_URL]`, logging into the phase folder

@@ -124,16 +124,18 @@ async fn floor(listen: SocketAddr) {
     mcp_connector::serve::serve(listener, app, stop).await;
 }
 
-/// The floors under `/mcp`, each in a process of its own so that its CPU is measured as
-/// the operator's is, started as `--hyper-relay ADDR URL` or `--axum-relay ADDR URL`:
-/// HTTP/1.1 proxies to the MCP server at `URL` that check nothing and copy no header.
+/// The floors under `/mcp` and its streams, each in a process of its own so that its CPU
+/// and memory are measured as the operator's are, started as `--<kind>-relay ADDR URL`:
+/// proxies to the MCP server at `URL` that check nothing and copy no header.
 ///
-/// - `hyper`: each connection in gets a connection out of its own, and one task drives
-///   both, so that an answer is forwarded in the poll that reads it. What is left is
-///   parsing and writing each request and answer twice.
+/// - `hyper`: HTTP/1.1. Each connection in gets a connection out of its own, and one task
+///   drives both, so that an answer is forwarded in the poll that reads it. What is left
+///   is parsing and writing each request and answer twice.
 /// - `axum`: the product's `serve` and an axum router with one route, which forwards
 ///   through the product's per-connection upstreams (`proxy::local`): what `/mcp` costs
 ///   before routing by host, CORS, the token check and the copy of the headers.
+/// - `h2-h1`, `h1-h2`, `h2-h2`: the protocols in and out, for the streams rows
+///   ([`pooled_relay`]).
 pub fn relay_main(kind: &str, listen: &str, up: &str) {
     let listen: SocketAddr = listen.parse().unwrap();
     let up: http::Uri = up.parse().unwrap();
