@@ -141,19 +141,22 @@ pub struct Caller {
 impl Caller {
     /// The caller with these claims.
     pub fn new(claims: AccessClaims) -> Caller {
-        let groups = claims.groups.join(",");
-        let value =
-            |name: &'static str, value: &str| HeaderValue::from_str(value).map_err(|_| name);
-        let identity = (|| {
-            Ok([
-                value(USER_HEADER, &claims.sub)?,
-                value(GROUPS_HEADER, &groups)?,
-                value(CLIENT_HEADER, &claims.client_id)?,
-                value(SCOPE_HEADER, &claims.scope)?,
-            ])
-        })();
-        Caller { claims, identity }
+        Caller {
+            identity: identity(&claims),
+            claims,
+        }
     }
+}
+
+/// The identity header values of `claims`, or the name of the first that cannot be one.
+fn identity(claims: &AccessClaims) -> Result<[HeaderValue; 4], &'static str> {
+    let value = |name: &'static str, value: &str| HeaderValue::from_str(value).map_err(|_| name);
+    Ok([
+        value(USER_HEADER, &claims.sub)?,
+        value(GROUPS_HEADER, &claims.groups.join(","))?,
+        value(CLIENT_HEADER, &claims.client_id)?,
+        value(SCOPE_HEADER, &claims.scope)?,
+    ])
 }
 
 impl AsRef<AccessClaims> for Caller {
