@@ -135,7 +135,8 @@ pub fn resolve(base_url: Option<&str>, tls_host: Option<&str>) -> Result<BaseUrl
     }
 }
 
-/// Normalises a request's `Host` header into a key comparable with [`BaseUrl::host_key`].
+/// Normalises the host a request names (its target's authority, or its `Host` header) into
+/// a key comparable with [`BaseUrl::host_key`].
 /// Asked on every request, and most `Host` headers are already in that form, so it copies
 /// only one that has an upper-case letter.
 pub fn request_host_key(host_header: &str, https: bool) -> Cow<'_, str> {

@@ -245,10 +245,10 @@ impl KeyStore {
         (snap.entries.len(), snap.by_host.len())
     }
 
-    /// Routes a request by its `Host` header.
-    pub fn route(&self, host_header: Option<&str>, https: bool) -> Route {
+    /// Routes a request by the host it names (its target's authority, else its `Host`).
+    pub fn route(&self, host: Option<&str>, https: bool) -> Route {
         let snap = self.snapshot();
-        let Some(host) = host_header else {
+        let Some(host) = host else {
             return Route::Unknown;
         };
         let key = request_host_key(host, https);

@@ -141,6 +141,9 @@ impl FromRequestParts<AppState> for Served {
             .authority()
             .map(|a| a.as_str())
             .or_else(|| host_header.and_then(|h| h.to_str().ok()));
+        if host.is_none() && host_header.is_none() {
+            return Err(OAuthError::invalid_request("the request names no host"));
+        }
 
         // Routing by host, with a 404 for unknown hosts, is the DNS-rebinding defence
         // together with the Origin check on /mcp.

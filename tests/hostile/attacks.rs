@@ -1197,8 +1197,8 @@ async fn raw(addr: SocketAddr, request: &str) -> (u16, String) {
 }
 
 /// The host a request is for is its target's when the target is absolute (RFC 9112
-/// 3.2.2), so a `Host` header cannot route it elsewhere; two `Host` headers are refused
-/// (RFC 9112 3.2) rather than the first one used.
+/// 3.2.2), so a `Host` header cannot route it elsewhere; two `Host` headers, or none, are
+/// refused (RFC 9112 3.2) rather than the first one used or the request called unknown.
 #[tokio::test]
 async fn the_target_names_the_host_and_two_host_headers_are_refused() {
     let s = TestServer::start(json!({}), None).await;
@@ -1215,6 +1215,7 @@ async fn the_target_names_the_host_and_two_host_headers_are_refused() {
             "two Host headers, ours first"),
         (format!("GET {path} HTTP/1.1\r\nhost: evil.example\r\nhost: {ours}\r\n"), 400,
             "two Host headers, ours last"),
+        (format!("GET {path} HTTP/1.1\r\n"), 400, "no Host header and an origin-form target"),
     ];
     for (head, status, why) in rows {
         let (got, body) = raw(s.addr, &format!("{head}connection: close\r\n\r\n")).await;
