@@ -128,7 +128,7 @@ impl FromRequestParts<AppState> for Served {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, OAuthError> {
         // The request target's authority, when it has one, is the host: HTTP/2's
         // `:authority`, or an absolute-form target, which wins over `Host` (RFC 9112 3.2.2).
-        // Two `Host` headers are refused (RFC 9112 3.2).
+        // Two `Host` headers, or none with no authority, are refused (RFC 9112 3.2).
         let mut hosts = parts.headers.get_all(header::HOST).iter();
         let host_header = hosts.next();
         if hosts.next().is_some() {
